@@ -1,0 +1,131 @@
+"""The ``palmc`` command: a thin shell over the Python API.
+
+Every user error (bad experiment file, bad store, bad query) prints one clear message and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Simulate and analyse dendritic microcircuits that learn their feedback weights (BP, FA, PAL).")
+
+USER_ERROR = 2
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(USER_ERROR)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from palmc.schema import ExperimentError
+    from palmc.store.writer import StoreError
+
+    errors: list[type[BaseException]] = [ExperimentError, StoreError]
+    try:
+        from palmc.query import QueryError
+
+        errors.append(QueryError)
+    except ImportError:  # pragma: no cover - the query layer is optional at import time
+        pass
+    return tuple(errors)
+
+
+def _load(path: Path):
+    from palmc.schema import load_experiment
+
+    return load_experiment(path)
+
+
+@app.command()
+def convert(
+    params: Path = typer.Argument(..., help="A reference params.json file."),
+    task: str = typer.Option(..., "--task", help="bw_only or fw_bw (the reference passes it on the command line)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Experiment YAML file to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """Turn a reference params.json into a palmc experiment file, reporting every key palmc does not use."""
+    try:
+        from palmc.schema import convert_legacy, dump_experiment
+
+        if task not in ("bw_only", "fw_bw"):
+            _fail(f"--task must be bw_only or fw_bw, got {task!r}")
+        if output.exists() and not overwrite:
+            _fail(f"{output} already exists; pass --overwrite to replace it")
+        experiment, notes = convert_legacy(params, task)
+        dump_experiment(experiment, output)
+    except _user_errors() as err:
+        _fail(str(err))
+    for note in notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file.")) -> None:
+    """Check an experiment file without running it and print what would run."""
+    from palmc.plan import make_plan
+
+    try:
+        exp = _load(experiment)
+        plan = make_plan(exp)
+    except _user_errors() as err:
+        _fail(str(err))
+    proto = plan.protocol
+    typer.echo(f"{experiment}: valid")
+    typer.echo(f"  experiment  {plan.name} ({proto.task})")
+    typer.echo(f"  network     {'-'.join(map(str, plan.layers))}")
+    typer.echo(f"  runs        {plan.n_runs} = {len(plan.seeds)} seeds x {len(plan.model_names)} models "
+               f"({', '.join(plan.model_names)}) in {len(plan.batches)} batch(es)")
+    typer.echo(f"  steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} epochs x "
+               f"{proto.steps_per_epoch})")
+    typer.echo(f"  records     {plan.n_records} per run (every {plan.every} steps), {plan.chunk_records} per chunk")
+    typer.echo(f"  variables   {', '.join(v.name for v in plan.variables)}")
+    typer.echo(f"  store       {exp.output.store}, about {plan.estimated_store_bytes() / 2**20:.1f} MiB uncompressed")
+    typer.echo(f"  engine      {plan.engine}")
+
+
+@app.command()
+def simulate(
+    experiment: Path = typer.Argument(..., help="Experiment YAML file."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Zarr store to write (default: the experiment's output.store)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted store from its last checkpoint."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="numpy or compiled (default: the experiment's compute.engine)."),
+    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Run an experiment and stream its recordings into a Zarr store."""
+    from palmc.api import simulate as run
+
+    if engine not in (None, "numpy", "compiled"):
+        _fail(f"--engine must be numpy or compiled, got {engine!r}")
+    try:
+        exp = _load(experiment)
+        store = run(exp, output, overwrite=overwrite, resume=resume, engine=engine, progress=progress,
+                    seeds_per_batch=seeds_per_batch)
+    except _user_errors() as err:
+        _fail(str(err))
+    typer.echo(f"wrote {store}")
+
+
+@app.command()
+def info(store: Path = typer.Argument(..., help="A palmc Zarr store.")) -> None:
+    """Summarise a store: experiment, models, seeds, dims, variables, status, size and provenance."""
+    from palmc.api import info as describe
+
+    try:
+        typer.echo(describe(store))
+    except _user_errors() as err:
+        _fail(str(err))
+    except (OSError, ValueError, KeyError) as err:
+        _fail(f"{store} is not a readable palmc store ({err})")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,71 @@
+"""Runs one batch from start (or its last checkpoint) to the end, writing its region of the store.
+
+This is the unit of work that the local loop and the Dask tasks both call; it needs only the store path, the
+plan and the batch, so it can run in any process that can reach the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from palmc.engine.tasks import Simulation
+from palmc.plan import BatchSpec, Plan
+from palmc.store.recorder import ChunkRecorder
+from palmc.store.writer import load_checkpoint, save_checkpoint, write_chunk
+
+ProgressHook = Callable[[int], None]  # called with the number of run-steps just completed
+
+
+@dataclass
+class BatchResult:
+    batch: int
+    steps_done: int
+    records_written: int
+    resumed_from: int
+
+
+def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str) -> None:
+    """Advance ``sim`` by ``n_steps`` with the chosen engine, recording as it goes."""
+    if engine == "compiled":
+        from palmc.engine import kernel
+
+        if kernel.supports(sim):
+            kernel.advance(sim, n_steps, recorder)
+            return
+    sim.advance(n_steps, on_step=recorder)
+
+
+def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,
+              on_progress: ProgressHook | None = None) -> BatchResult:
+    sim = Simulation(plan.runs(batch), plan.protocol)
+    records_done = 0
+    resumed_from = 0
+    if resume:
+        payload = load_checkpoint(store, batch)
+        if payload is not None:
+            sim.restore(payload)
+            records_done = int(payload["records_done"])
+            resumed_from = sim.state.step
+            if on_progress:
+                on_progress(resumed_from * len(sim.runs))
+    recorder = ChunkRecorder(sim, plan.variables, plan.every, plan.chunk_records)
+    total = plan.protocol.total_steps
+    while not sim.done:
+        records_target = min(records_done + plan.chunk_records, plan.n_records)
+        end_step = records_target * plan.every if records_target < plan.n_records else total
+        before = sim.state.step
+        advance(sim, end_step - before, recorder, plan.engine)
+        steps, data = recorder.take()
+        if steps:
+            write_chunk(store, plan, batch, records_done, data)
+            records_done += len(steps)
+        payload = sim.checkpoint()
+        payload["records_done"] = np.array(records_done)
+        save_checkpoint(store, batch, payload)
+        if on_progress:
+            on_progress((sim.state.step - before) * len(sim.runs))
+    return BatchResult(batch.index, sim.state.step, records_done, resumed_from)

@@ -1,0 +1,78 @@
+"""Buffers the records of one batch of runs for one time chunk, in the store's layout.
+
+The engine never touches I/O: the driver calls the recorder after every step, the recorder copies the
+variables it was asked for every ``every`` steps, and the writer flushes whole time chunks to the store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from palmc.engine.tasks import Simulation
+from palmc.store.layout import Variable, layer_shapes, record_shape
+
+
+class ChunkRecorder:
+    """Collects up to ``chunk_records`` records of ``variables`` for the R runs of ``sim``."""
+
+    def __init__(self, sim: Simulation, variables: list[Variable], every: int, chunk_records: int) -> None:
+        self.variables = variables
+        self.every = every
+        self.chunk_records = chunk_records
+        self.layers = sim.params.layers
+        self.n_runs = len(sim.runs)
+        self.not_pal = ~sim.params.is_pal
+        self.buffers = {
+            v.name: np.full((chunk_records, *record_shape(v, self.layers), self.n_runs), np.nan) for v in variables
+        }
+        self.steps: list[int] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.steps) >= self.chunk_records
+
+    def __call__(self, sim: Simulation) -> None:
+        k = sim.state.step
+        if k % self.every:
+            return
+        row = len(self.steps)
+        for var in self.variables:
+            self._fill(self.buffers[var.name][row], var, sim)
+        self.steps.append(k)
+
+    def _fill(self, out: np.ndarray, var: Variable, sim: Simulation) -> None:
+        state = sim.state
+        if var.kind == "input":
+            out[: self.layers[0]] = sim.current_input.T
+            return
+        if var.kind in ("output", "scalar"):
+            target = sim.current_target
+            if target is None:
+                out[...] = np.nan
+                return
+            error = state.uP_breve[-1] - target
+            if var.name == "target":
+                out[: self.layers[-1]] = target.T
+            elif var.name == "error":
+                out[: self.layers[-1]] = error.T
+            else:  # MSE: the reference's |e|^2 via the Euclidean norm
+                out[...] = np.sqrt(np.einsum("ri,ri->r", error, error)) ** 2
+            return
+        values = getattr(state, var.name)
+        for entry, (layer, shape) in enumerate(layer_shapes(var, self.layers)):
+            block = np.moveaxis(values[entry], 0, -1)
+            if len(shape) == 1:
+                out[layer, : shape[0]] = block
+            else:
+                out[layer, : shape[0], : shape[1]] = block
+        if var.pal_only and self.not_pal.any():
+            out[..., self.not_pal] = np.nan
+
+    def take(self) -> tuple[list[int], dict[str, np.ndarray]]:
+        """The buffered records (steps, name -> array (n, *record_shape, R)); empties the buffer."""
+        n = len(self.steps)
+        steps, data = self.steps, {name: buf[:n].copy() for name, buf in self.buffers.items()}
+        self.steps = []
+        for buf in self.buffers.values():
+            buf.fill(np.nan)
+        return steps, data

@@ -1,0 +1,182 @@
+"""The Zarr store: a template created once, chunk-aligned region writes, checkpoints and status.
+
+Pattern (robust against the known xarray/Zarr traps): the whole store is laid out once with
+``to_zarr(compute=False)`` (metadata and coordinates only); each batch then writes whole time chunks of its own
+(seed, model) block with ``region=``. A batch's checkpoint (full engine state and random generators) is saved
+atomically after each chunk it wrote, so a killed run resumes exactly where its data end.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import platform
+import shutil
+import socket
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from palmc.plan import BatchSpec, Plan
+from palmc.store.layout import record_shape
+
+CHECKPOINT_DIR = "_palmc_checkpoints"
+
+
+class StoreError(Exception):
+    """A store cannot be created, written or resumed; the message says why."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    import dask
+    import palmc
+
+    return {"palmc": palmc.__version__, "numpy": np.__version__, "xarray": xr.__version__,
+            "zarr": zarr.__version__, "dask": dask.__version__, "python": platform.python_version()}
+
+
+def _time_coords(plan: Plan) -> dict[str, tuple]:
+    steps = plan.record_steps
+    S, N = plan.protocol.settling_steps, plan.protocol.steps_per_epoch
+    epoch = np.where(steps <= S, 0, (steps - S - 1) // N + 1).astype(np.int64)
+    phase = np.array(["settling" if k <= S else "training" for k in steps], dtype=object)
+    dt = plan.model_params[plan.model_names[0]].dt
+    return {
+        "time": ("time", steps * dt, {"units": "ms", "long_name": "time at the end of the recorded step"}),
+        "step": ("time", steps, {"long_name": "integration steps done"}),
+        "epoch": ("time", epoch, {"long_name": "epoch (0 = settling)"}),
+        "phase": ("time", phase, {"long_name": "settling or training"}),
+    }
+
+
+def template(plan: Plan) -> xr.Dataset:
+    """The lazy, all-NaN dataset with the store's full shape, coordinates and attributes."""
+    layers = plan.layers
+    width = max(layers)
+    n_seed, n_model = len(plan.seeds), len(plan.model_names)
+    coords: dict[str, object] = {k: xr.Variable(v[0], v[1], v[2]) for k, v in _time_coords(plan).items()}
+    params = [plan.model_params[m] for m in plan.model_names]
+    coords.update({
+        "layer": ("layer", np.arange(len(layers), dtype=np.int64), {"long_name": "network layer (0 = input)"}),
+        "layer_size": ("layer", np.asarray(layers, dtype=np.int64), {"long_name": "neurons in the layer"}),
+        "neuron": ("neuron", np.arange(width, dtype=np.int64)),
+        "pre": ("pre", np.arange(width, dtype=np.int64), {"long_name": "presynaptic neuron"}),
+        "seed": ("seed", np.asarray(plan.seeds, dtype=np.int64)),
+        "model": ("model", np.array(plan.model_names, dtype=object)),
+        "model_kind": ("model", np.array([p.model for p in params], dtype=object)),
+        "activation": (("layer", "model"),
+                       np.array([[""] + list(p.activations) for p in params], dtype=object).T),
+    })
+    for g in ("gl", "gbas", "gapi", "gden", "gnI", "gntgt"):
+        coords[g] = ("model", np.array([getattr(p, g) for p in params]), {"units": "1/ms"})
+
+    data_vars = {}
+    for var in plan.variables:
+        shape = (plan.n_records, *record_shape(var, layers), n_seed, n_model)
+        chunks = (plan.chunk_records, *record_shape(var, layers), 1, 1)
+        data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
+        data_vars[var.name] = xr.Variable(var.dims, data, {
+            "long_name": var.long_name, "units": var.units, "symbol": var.symbol})
+    p0 = params[0]
+    attrs = {
+        "title": f"palmc simulation: {plan.name}",
+        "name": plan.name,
+        "experiment": plan.experiment_yaml,
+        "experiment_sha256": plan.experiment_sha256,
+        "task": plan.protocol.task,
+        "dt": p0.dt,
+        "Tpres": p0.Tpres,
+        "record_every_steps": plan.every,
+        "steps_total": plan.protocol.total_steps,
+        "steps_done": 0,
+        "status": "running",
+        "palmc_version": _versions()["palmc"],
+        "versions": json.dumps(_versions()),
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "created": _now(),
+        "started": _now(),
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def create_store(plan: Plan, path: str | Path, overwrite: bool = False) -> None:
+    """Lay out a new store (metadata and coordinates only).
+
+    An existing path is replaced only with ``overwrite``; the new store is built next to it and swapped in, so a
+    failure leaves the old one untouched.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise StoreError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+    except OSError as err:
+        raise StoreError(f"cannot create the store {path}: {err.strerror or err}") from err
+    try:
+        template(plan).to_zarr(staging / "store.zarr", mode="w", compute=False, consolidated=False, zarr_format=3)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging / "store.zarr", path)
+    except OSError as err:
+        raise StoreError(f"cannot write the store {path}: {err.strerror or err}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_chunk(path: str | Path, plan: Plan, batch: BatchSpec, first_record: int, data: dict[str, np.ndarray]) -> None:
+    """Write records ``first_record ..`` of ``batch`` (name -> (n, *record_shape, R)) as one region."""
+    n_seed = batch.seeds.stop - batch.seeds.start
+    n_model = batch.models.stop - batch.models.start
+    variables = {}
+    for var in plan.variables:
+        block = data[var.name]
+        block = block.reshape(*block.shape[:-1], n_seed, n_model)
+        variables[var.name] = xr.Variable(var.dims, block)
+    n = next(iter(data.values())).shape[0]
+    region = {"time": slice(first_record, first_record + n), "seed": batch.seeds, "model": batch.models}
+    xr.Dataset(variables).to_zarr(path, region=region, consolidated=False, zarr_format=3)
+
+
+def update_attrs(path: str | Path, **attrs: object) -> None:
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    group.attrs.update(attrs)
+
+
+def read_attrs(path: str | Path) -> dict:
+    return dict(zarr.open_group(str(path), mode="r", zarr_format=3).attrs)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------
+def checkpoint_path(path: str | Path, batch: BatchSpec) -> Path:
+    return Path(path) / CHECKPOINT_DIR / f"{batch.label()}.npz"
+
+
+def save_checkpoint(path: str | Path, batch: BatchSpec, payload: dict[str, np.ndarray]) -> None:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    target = checkpoint_path(path, batch)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name, dir=target.parent)
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **payload)
+    os.replace(tmp, target)
+
+
+def load_checkpoint(path: str | Path, batch: BatchSpec) -> dict[str, np.ndarray] | None:
+    target = checkpoint_path(path, batch)
+    if not target.exists():
+        return None
+    with np.load(target, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
