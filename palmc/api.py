@@ -7,11 +7,15 @@ import os
 import socket
 from pathlib import Path
 
+import math
+
+import numpy as np
 import xarray as xr
 
+from palmc.distributed import SCHEDULER_ENV, BatchFailure, batch_task, default_workers, read_progress_files, run_on_cluster
 from palmc.plan import Plan, make_plan
-from palmc.runner import run_batch
-from palmc.store.writer import StoreError, _now, create_store, read_attrs, update_attrs
+from palmc.runner import BatchResult
+from palmc.store.writer import StoreError, _now, create_store, read_attrs, update_attrs, write_run_status
 
 
 def load_experiment(path: str | Path):
@@ -58,29 +62,88 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
              scheduler: str | None = None, workers: int | None = None) -> Path:
     """Run every (seed, model) of ``experiment`` and write the recordings to the Zarr ``store``.
 
-    ``store`` defaults to the experiment's ``output.store``. The store is streamed: memory stays bounded
-    whatever the run length, and ``resume=True`` continues an interrupted store bit-exactly.
+    ``store`` defaults to the experiment's ``output.store``. Batches of runs are spread over a Dask cluster
+    (``scheduler`` address, ``$PALMC_SCHEDULER`` or the experiment's ``compute.scheduler``; else a LocalCluster
+    of ``workers`` processes, by default one per core); a plan of a single batch on one machine runs in-process.
+    The store is streamed (memory stays bounded whatever the run length) and ``resume=True`` continues an
+    interrupted store bit-exactly. Raises :class:`RunFailures` when runs failed or diverged (the store is
+    complete for all the others).
     """
     experiment = _as_experiment(experiment)
+    compute = getattr(experiment, "compute", None)
+    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or getattr(compute, "scheduler", None)
+    workers = workers or getattr(compute, "workers", None)
+    n_workers = workers or default_workers()
+    n_seeds = len(experiment.seeds)
+    if seeds_per_batch is None:
+        seeds_per_batch = max(1, math.ceil(n_seeds / n_workers))
     plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine)
     store = Path(store if store is not None else experiment.output.store)
-    resuming = prepare_store(plan, store, overwrite, resume)
+    prepare_store(plan, store, overwrite, resume)
     total = plan.protocol.total_steps * plan.n_runs
-    batch_steps: dict[str, int] = {}
+    use_cluster = bool(scheduler) or (n_workers > 1 and len(plan.batches) > 1)
+    results: list[BatchResult] = []
+    failures: list[BatchFailure] = []
     try:
         with _progress_bar(total, progress) as bar:
-            for batch in plan.batches:
-                def on_progress(n: int, label: str = batch.label()) -> None:
-                    bar.update(n)
-                run_batch(store, plan, batch, resume=resuming, on_progress=on_progress)
-                batch_steps[batch.label()] = plan.protocol.total_steps
-                update_attrs(store, steps_done=min(batch_steps.get(b.label(), 0) for b in plan.batches),
-                             batches_done=json.dumps(sorted(batch_steps)))
+            if use_cluster:
+                def on_dashboard(link: str) -> None:
+                    if progress:
+                        bar.write(f"Dask dashboard: {link}")
+                results, failures = run_on_cluster(plan, str(store), scheduler, n_workers, bar.update, on_dashboard)
+            else:
+                for batch in plan.batches:
+                    results.append(batch_task(str(store), plan, batch, report=bar.update))
     except BaseException:
         update_attrs(store, status="interrupted", ended=_now())
         raise
-    update_attrs(store, status="complete", steps_done=plan.protocol.total_steps, ended=_now())
+    status, diverged_step = _run_outcomes(plan, results, failures)
+    write_run_status(store, status, diverged_step)
+    update_attrs(store, status="complete" if not failures else "failed",
+                 steps_done=plan.protocol.total_steps if not failures else 0, ended=_now())
+    problems = _describe_problems(plan, status, diverged_step, failures)
+    if problems:
+        raise RunFailures(store, problems)
     return store
+
+
+def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFailure]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-run (seed, model) status and divergence step from the batches' results."""
+    status = np.full((len(plan.seeds), len(plan.model_names)), "pending", dtype=object)
+    diverged_step = np.full(status.shape, -1, dtype=np.int64)
+    by_index = {b.index: b for b in plan.batches}
+    for result in results:
+        batch = by_index[result.batch]
+        n_model = batch.models.stop - batch.models.start
+        status[batch.seeds, batch.models] = "complete"
+        for run, step in result.diverged.items():
+            s, m = batch.seeds.start + run // n_model, batch.models.start + run % n_model
+            status[s, m], diverged_step[s, m] = "diverged", step
+    for failure in failures:
+        status[failure.batch.seeds, failure.batch.models] = "failed"
+    return status, diverged_step
+
+
+def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray,
+                       failures: list[BatchFailure]) -> list[str]:
+    problems = []
+    for s, seed in enumerate(plan.seeds):
+        for m, model in enumerate(plan.model_names):
+            if status[s, m] == "diverged":
+                problems.append(f"seed {seed}, model {model}: diverged (non-finite state) at step {diverged_step[s, m]}")
+    for failure in failures:
+        seeds = ", ".join(str(x) for x in plan.seeds[failure.batch.seeds])
+        models = ", ".join(plan.model_names[failure.batch.models])
+        problems.append(f"seeds {seeds}, models {models}: failed: {failure.error}")
+    return problems
+
+
+class RunFailures(Exception):
+    """Some runs failed or diverged; the store holds every run, and says which ones in ``run_status``."""
+
+    def __init__(self, store: Path, problems: list[str]) -> None:
+        self.store, self.problems = store, problems
+        super().__init__(f"{len(problems)} run(s) did not complete in {store}:\n  " + "\n  ".join(problems))
 
 
 def open(store: str | Path) -> xr.Dataset:  # noqa: A001 - mirrors xr.open_zarr
@@ -111,6 +174,13 @@ def _size_on_disk(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _progress_line(path: Path, ds: xr.Dataset) -> str:
+    per_run = int(ds.attrs.get("steps_total", 0))
+    total = per_run * ds.sizes["seed"] * ds.sizes["model"]
+    done = total if ds.attrs.get("status") == "complete" else read_progress_files(path)
+    return f"{done} / {total} run-steps ({100 * done / max(total, 1):.1f} %), {per_run} steps per run"
+
+
 def info(store: str | Path) -> str:
     """A human summary of a store."""
     path = Path(store)
@@ -122,7 +192,7 @@ def info(store: str | Path) -> str:
     lines = [
         f"store        {path}",
         f"experiment   {attrs.get('name', '?')}  (task {attrs.get('task', '?')})",
-        f"status       {store_status(attrs)}: {attrs.get('steps_done', '?')} / {attrs.get('steps_total', '?')} steps per run",
+        f"status       {store_status(attrs)}: {_progress_line(path, ds)}",
         f"models       {', '.join(map(str, ds['model'].values))}",
         f"seeds        {', '.join(map(str, ds['seed'].values))}",
         "dims         " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()),

@@ -97,20 +97,25 @@ def simulate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted store from its last checkpoint."),
     engine: Optional[str] = typer.Option(None, "--engine", help="numpy or compiled (default: the experiment's compute.engine)."),
-    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together."),
+    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together (default: seeds / workers)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker processes of the local cluster (default: one per core; 1 runs in-process)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://host:8786 (or set PALMC_SCHEDULER)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Run an experiment and stream its recordings into a Zarr store."""
-    from palmc.api import simulate as run
+    from palmc.api import RunFailures, simulate as run
 
     if engine not in (None, "numpy", "compiled"):
         _fail(f"--engine must be numpy or compiled, got {engine!r}")
     try:
         exp = _load(experiment)
         store = run(exp, output, overwrite=overwrite, resume=resume, engine=engine, progress=progress,
-                    seeds_per_batch=seeds_per_batch)
+                    seeds_per_batch=seeds_per_batch, workers=workers, scheduler=scheduler)
     except _user_errors() as err:
         _fail(str(err))
+    except RunFailures as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
     typer.echo(f"wrote {store}")
 
 

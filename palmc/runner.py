@@ -26,6 +26,16 @@ class BatchResult:
     steps_done: int
     records_written: int
     resumed_from: int
+    diverged: dict[int, int]  # run index in the batch -> step at which its state stopped being finite
+
+
+def _diverged_runs(sim: Simulation) -> np.ndarray:
+    """Boolean (R,): runs whose state holds NaN or inf."""
+    bad = np.zeros(len(sim.runs), dtype=bool)
+    for name, values in sim.state.arrays().items():
+        if values.ndim and values.dtype.kind == "f" and values.shape[0] == len(sim.runs):
+            bad |= ~np.isfinite(values.reshape(len(sim.runs), -1)).all(axis=1)
+    return bad
 
 
 def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str) -> None:
@@ -44,6 +54,7 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
     sim = Simulation(plan.runs(batch), plan.protocol)
     records_done = 0
     resumed_from = 0
+    payload = None
     if resume:
         payload = load_checkpoint(store, batch)
         if payload is not None:
@@ -54,18 +65,31 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
                 on_progress(resumed_from * len(sim.runs))
     recorder = ChunkRecorder(sim, plan.variables, plan.every, plan.chunk_records)
     total = plan.protocol.total_steps
+    diverged: dict[int, int] = {}
+    if payload is not None:
+        diverged = {int(run): int(step) for run, step in payload["diverged"]}
     while not sim.done:
         records_target = min(records_done + plan.chunk_records, plan.n_records)
         end_step = records_target * plan.every if records_target < plan.n_records else total
         before = sim.state.step
-        advance(sim, end_step - before, recorder, plan.engine)
+        with np.errstate(all="ignore"):  # a diverging run must not stop the others; it is reported instead
+            advance(sim, end_step - before, recorder, plan.engine)
+        for run in np.flatnonzero(_diverged_runs(sim)):
+            diverged.setdefault(int(run), _first_bad_step(recorder, int(run), sim.state.step))
         steps, data = recorder.take()
         if steps:
             write_chunk(store, plan, batch, records_done, data)
             records_done += len(steps)
         payload = sim.checkpoint()
         payload["records_done"] = np.array(records_done)
+        payload["diverged"] = np.array(sorted(diverged.items()), dtype=np.int64).reshape(-1, 2)
         save_checkpoint(store, batch, payload)
         if on_progress:
             on_progress((sim.state.step - before) * len(sim.runs))
-    return BatchResult(batch.index, sim.state.step, records_done, resumed_from)
+    return BatchResult(batch.index, sim.state.step, records_done, resumed_from, diverged)
+
+
+def _first_bad_step(recorder: ChunkRecorder, run: int, last: int) -> int:
+    """The first recorded step of this chunk at which ``run`` holds a non-finite value (else the chunk's end)."""
+    step = recorder.first_nonfinite_step(run)
+    return last if step is None else step

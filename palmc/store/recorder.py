@@ -26,6 +26,31 @@ class ChunkRecorder:
             v.name: np.full((chunk_records, *record_shape(v, self.layers), self.n_runs), np.nan) for v in variables
         }
         self.steps: list[int] = []
+        # where each variable holds data (False on NaN padding of ragged layers), for divergence checks
+        self.valid = {v.name: self._valid_mask(v) for v in variables}
+
+    def _valid_mask(self, var: Variable) -> np.ndarray:
+        mask = np.zeros(record_shape(var, self.layers), dtype=bool)
+        if var.kind == "input":
+            mask[: self.layers[0]] = True
+        elif var.kind == "output":
+            mask[: self.layers[-1]] = True
+        elif var.kind == "scalar":
+            mask[...] = True
+        else:
+            for layer, shape in layer_shapes(var, self.layers):
+                mask[(layer, *(slice(0, n) for n in shape))] = True
+        return mask
+
+    def first_nonfinite_step(self, run: int) -> int | None:
+        """First buffered step at which ``run`` recorded NaN or inf where a value exists."""
+        checked = [v.name for v in self.variables
+                   if v.kind not in ("output", "scalar") and not (v.pal_only and self.not_pal[run])]
+        for row, step in enumerate(self.steps):
+            for name in checked:
+                if not np.isfinite(self.buffers[name][row][..., run][self.valid[name]]).all():
+                    return step
+        return None
 
     @property
     def full(self) -> bool:

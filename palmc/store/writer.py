@@ -87,6 +87,11 @@ def template(plan: Plan) -> xr.Dataset:
         data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
         data_vars[var.name] = xr.Variable(var.dims, data, {
             "long_name": var.long_name, "units": var.units, "symbol": var.symbol})
+    status_shape = (n_seed, n_model)
+    data_vars["run_status"] = xr.Variable(("seed", "model"), np.full(status_shape, "pending", dtype=object), {
+        "long_name": "outcome of the run: pending, complete, diverged or failed"})
+    data_vars["diverged_step"] = xr.Variable(("seed", "model"), np.full(status_shape, -1, dtype=np.int64), {
+        "long_name": "first recorded step with a non-finite state (-1: never)"})
     p0 = params[0]
     attrs = {
         "title": f"palmc simulation: {plan.name}",
@@ -127,6 +132,8 @@ def create_store(plan: Plan, path: str | Path, overwrite: bool = False) -> None:
         raise StoreError(f"cannot create the store {path}: {err.strerror or err}") from err
     try:
         template(plan).to_zarr(staging / "store.zarr", mode="w", compute=False, consolidated=False, zarr_format=3)
+        # an (empty) Zarr group, so that readers of the store see the checkpoint folder as part of it
+        zarr.open_group(str(staging / "store.zarr" / CHECKPOINT_DIR), mode="w", zarr_format=3)
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging / "store.zarr", path)
@@ -148,6 +155,14 @@ def write_chunk(path: str | Path, plan: Plan, batch: BatchSpec, first_record: in
     n = next(iter(data.values())).shape[0]
     region = {"time": slice(first_record, first_record + n), "seed": batch.seeds, "model": batch.models}
     xr.Dataset(variables).to_zarr(path, region=region, consolidated=False, zarr_format=3)
+
+
+def write_run_status(path: str | Path, status: np.ndarray, diverged_step: np.ndarray) -> None:
+    """Write the per-run outcome arrays, shape (seed, model), in one go (only the coordinating process does)."""
+    xr.Dataset({
+        "run_status": xr.Variable(("seed", "model"), status.astype(object)),
+        "diverged_step": xr.Variable(("seed", "model"), diverged_step.astype(np.int64)),
+    }).to_zarr(path, region={"seed": slice(None), "model": slice(None)}, consolidated=False, zarr_format=3)
 
 
 def update_attrs(path: str | Path, **attrs: object) -> None:

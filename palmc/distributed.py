@@ -1,0 +1,124 @@
+"""Runs the batches of a plan as Dask tasks: a LocalCluster by default, or any existing scheduler.
+
+Each task runs one batch (:func:`palmc.runner.run_batch`) and writes its own (seed, model) region of the one
+store, which was laid out before any task started; tasks resume from their checkpoints, so a retried task or one
+rescheduled after its worker died continues where its data end. Progress is read from the small progress files
+the tasks leave next to their checkpoints, so it works for remote workers on a shared filesystem too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from palmc.plan import BatchSpec, Plan
+from palmc.runner import BatchResult, run_batch
+from palmc.store.writer import CHECKPOINT_DIR
+
+SCHEDULER_ENV = "PALMC_SCHEDULER"
+
+
+@dataclass
+class BatchFailure:
+    batch: BatchSpec
+    error: str
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def progress_file(store: str | Path, batch: BatchSpec) -> Path:
+    return Path(store) / CHECKPOINT_DIR / f"{batch.label()}.progress.json"
+
+
+def write_progress(store: str | Path, batch: BatchSpec, run_steps: int) -> None:
+    target = progress_file(store, batch)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"run_steps": run_steps, "time": time.time()}))
+    os.replace(tmp, target)
+
+
+def read_progress(store: str | Path, plan: Plan) -> int:
+    total = 0
+    for batch in plan.batches:
+        try:
+            total += json.loads(progress_file(store, batch).read_text())["run_steps"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return total
+
+
+def read_progress_files(store: str | Path) -> int:
+    """Run-steps done according to every progress file of a store (no plan needed)."""
+    total = 0
+    for f in (Path(store) / CHECKPOINT_DIR).glob("*.progress.json"):
+        try:
+            total += json.loads(f.read_text())["run_steps"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return total
+
+
+def batch_task(store: str, plan: Plan, batch: BatchSpec, report: Callable[[int], None] | None = None) -> BatchResult:
+    """Run (or resume from its checkpoint) one batch, keeping its progress file up to date."""
+    done = 0
+
+    def on_progress(n: int) -> None:
+        nonlocal done
+        done += n
+        write_progress(store, batch, done)
+        if report is not None:
+            report(n)
+
+    return run_batch(store, plan, batch, resume=True, on_progress=on_progress)
+
+
+def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int | None,
+                   on_progress: Callable[[int], None], on_dashboard: Callable[[str], None],
+                   retries: int = 2) -> tuple[list[BatchResult], list[BatchFailure]]:
+    """Run every batch of ``plan`` on a cluster; returns the results and the batches that failed for good."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
+                               processes=True, dashboard_address=":0")
+        client = Client(cluster)
+    results: list[BatchResult] = []
+    failures: list[BatchFailure] = []
+    try:
+        if client.dashboard_link:
+            on_dashboard(client.dashboard_link)
+        futures = {client.submit(batch_task, store, plan, b, retries=retries, pure=False, key=f"palmc-{plan.name}-{b.label()}-{time.time_ns()}"): b
+                   for b in plan.batches}
+        reported = 0
+        pending = as_completed(list(futures))
+        while not pending.is_empty():
+            for future in pending.next_batch(block=False) if pending.has_ready() else []:
+                batch = futures[future]
+                try:
+                    results.append(future.result())
+                except Exception as err:  # noqa: BLE001 - any task error is reported per batch
+                    failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
+            now = read_progress(store, plan)
+            if now > reported:
+                on_progress(now - reported)
+                reported = now
+            time.sleep(0.2)
+        now = read_progress(store, plan)
+        if now > reported:
+            on_progress(now - reported)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results, failures

@@ -1,0 +1,1 @@
+"""The Zarr store: the dataset contract, the chunk recorder and the region writer."""
