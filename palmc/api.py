@@ -57,6 +57,13 @@ def prepare_store(plan: Plan, store: Path, overwrite: bool, resume: bool) -> boo
     return False
 
 
+def _stored_attrs(store: Path) -> dict:
+    try:
+        return read_attrs(store)
+    except Exception:  # noqa: BLE001 - an unreadable store is reported by prepare_store
+        return {}
+
+
 def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
              engine: str | None = None, progress: bool = True, seeds_per_batch: int | None = None,
              scheduler: str | None = None, workers: int | None = None) -> Path:
@@ -74,11 +81,16 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or getattr(compute, "scheduler", None)
     workers = workers or getattr(compute, "workers", None)
     n_workers = workers or default_workers()
-    n_seeds = len(experiment.seeds)
-    if seeds_per_batch is None:
-        seeds_per_batch = max(1, math.ceil(n_seeds / n_workers))
-    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine)
     store = Path(store if store is not None else experiment.output.store)
+    if resume and store.exists():
+        # continue with the engine and batches that wrote the store: checkpoints are per batch, and the same
+        # engine makes the resumed records match an uninterrupted run to the last bit
+        stored = _stored_attrs(store)
+        engine = engine or stored.get("engine")
+        seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
+    if seeds_per_batch is None:
+        seeds_per_batch = max(1, math.ceil(len(experiment.seeds) / n_workers))
+    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine)
     prepare_store(plan, store, overwrite, resume)
     total = plan.protocol.total_steps * plan.n_runs
     use_cluster = bool(scheduler) or (n_workers > 1 and len(plan.batches) > 1)

@@ -41,6 +41,7 @@ class Plan:
     chunk_records: int
     batches: list[BatchSpec]
     engine: str
+    seeds_per_batch: int
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -125,4 +126,5 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
         chunk_records=int(max(1, min(chunk, max(n_records, 1)))),
         batches=make_batches(len(experiment.seeds), groups, seeds_per_batch),
         engine=engine or experiment.compute.engine,
+        seeds_per_batch=seeds_per_batch or len(experiment.seeds),
     )

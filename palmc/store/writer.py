@@ -102,6 +102,8 @@ def template(plan: Plan) -> xr.Dataset:
         "dt": p0.dt,
         "Tpres": p0.Tpres,
         "record_every_steps": plan.every,
+        "engine": plan.engine,
+        "seeds_per_batch": plan.seeds_per_batch,
         "steps_total": plan.protocol.total_steps,
         "steps_done": 0,
         "status": "running",
