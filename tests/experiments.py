@@ -7,7 +7,7 @@ from pathlib import Path
 TEMPLATE = """\
 name: {name}
 task: {task}
-network: {{layers: {layers}, activation: logistic}}
+network: {{layers: {layers}, activation: {activation}}}
 dynamics: {{dt: 0.01, Tpres: {Tpres}, settling_time: {settling}}}
 plasticity:
   eta_fw: {eta_fw}
@@ -29,10 +29,10 @@ def write_experiment(directory: Path, name: str = "exp", *, task: str = "bw_only
                      models: str = "  - {kind: PAL}", seeds: tuple[int, ...] = (11, 12), epochs: int = 2,
                      dataset_size: int = 3, Tpres: float = 0.1, settling: float = 0.3, every: int = 1,
                      chunk_records: int | None = None, variables: str = "WPP, BPP, uP, vapi",
-                     eta_fw: float = 1.0) -> Path:
+                     eta_fw: float = 1.0, activation: str = "logistic") -> Path:
     n_hidden = len(layers) - 2
     text = TEMPLATE.format(
-        name=name, task=task, layers=list(layers), Tpres=Tpres, settling=settling,
+        name=name, task=task, layers=list(layers), activation=activation, Tpres=Tpres, settling=settling,
         eta_fw=[eta_fw] * (len(layers) - 1), eta_bw=[20.0] * n_hidden, eta_hidden=[0.5] * n_hidden,
         alpha=["1.0e-5"] * n_hidden, scale=[0.05] * n_hidden, dataset_size=dataset_size, epochs=epochs,
         models=models, seeds=list(seeds), variables=variables, every=every,

@@ -1,0 +1,135 @@
+"""Dask distribution: identical results whatever the workers and batches, killed workers, diverging runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import palmc
+from palmc.api import RunFailures
+from palmc.store.writer import CHECKPOINT_DIR
+from tests.experiments import write_experiment
+
+MODELS = "  - {kind: BP}\n  - {kind: PAL}"
+
+
+def _data(store: Path) -> xr.Dataset:
+    ds = palmc.open(store).drop_vars(["run_status", "diverged_step"])
+    ds.attrs = {}
+    return ds.load()
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("dist")
+    return write_experiment(directory, layers=(3, 4, 3, 2), seeds=(11, 12, 13, 14), models=MODELS, epochs=3,
+                            dataset_size=3, Tpres=0.5, settling=0.5, every=5, chunk_records=8)
+
+
+@pytest.fixture(scope="module")
+def single(experiment: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("single") / "one.zarr"
+    return palmc.simulate(experiment, store, workers=1, engine="numpy", progress=False)
+
+
+def test_local_cluster_with_several_batches_matches_one_process(experiment: Path, single: Path, tmp_path: Path) -> None:
+    store = palmc.simulate(experiment, tmp_path / "two.zarr", workers=2, seeds_per_batch=1, engine="numpy",
+                           progress=False)
+    ds = palmc.open(store)
+    assert ds.attrs["seeds_per_batch"] == 1
+    assert (ds["run_status"].values == "complete").all()
+    xr.testing.assert_identical(_data(store), _data(single))
+
+
+class ExternalCluster:
+    """A `dask scheduler` and two `dask worker` processes, as a user would start them."""
+
+    def __init__(self, directory: Path) -> None:
+        self.scheduler_file = directory / "scheduler.json"
+        dask = shutil.which("dask") or pytest.skip("the dask command is not installed")
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+        self.procs = [subprocess.Popen([dask, "scheduler", "--port", "0", "--dashboard-address", ":0",
+                                        "--scheduler-file", str(self.scheduler_file)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+        deadline = time.time() + 60
+        while not self.scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        self.address = json.loads(self.scheduler_file.read_text())["address"]
+        for _ in range(2):
+            self.procs.append(subprocess.Popen([dask, "worker", self.address, "--nthreads", "1", "--no-nanny"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        from dask.distributed import Client
+
+        with Client(self.address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.procs[1:]]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_external_scheduler_and_a_killed_worker(experiment: Path, single: Path, tmp_path: Path) -> None:
+    cluster = ExternalCluster(tmp_path)
+    try:
+        store = palmc.simulate(experiment, tmp_path / "ext.zarr", scheduler=cluster.address, seeds_per_batch=1,
+                               engine="numpy", progress=False)
+        xr.testing.assert_identical(_data(store), _data(single))
+
+        # a second worker pool, one of whose workers is killed mid-run: no run may be lost
+        killed = tmp_path / "killed.zarr"
+        outcome: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                outcome["store"] = palmc.simulate(experiment, killed, scheduler=cluster.address, seeds_per_batch=1,
+                                                  engine="numpy", progress=False)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the test thread below
+                outcome["error"] = err
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and not list((killed / CHECKPOINT_DIR).glob("*.progress.json")):
+            time.sleep(0.02)
+        os.kill(cluster.worker_pids()[0], signal.SIGKILL)
+        thread.join(timeout=300)
+        assert "error" not in outcome, outcome.get("error")
+        assert (palmc.open(killed)["run_status"].values == "complete").all()
+        xr.testing.assert_identical(_data(killed), _data(single))
+    finally:
+        cluster.close()
+
+
+def test_diverging_runs_are_marked_and_the_rest_complete(tmp_path: Path) -> None:
+    # linear cells with a huge forward learning rate blow up within a few steps
+    models = "  - {kind: FA}\n  - {kind: FA, name: unstable, overrides: {plasticity: {eta_fw: [1.0e+8, 1.0e+8]}}}"
+    exp = write_experiment(tmp_path, task="fw_bw", layers=(2, 3, 2), seeds=(11, 12), models=models, epochs=20,
+                           every=1, variables="WPP, uP", activation="linear")
+    with pytest.raises(RunFailures) as info:
+        palmc.simulate(exp, workers=1, engine="numpy", progress=False)
+    message = str(info.value)
+    assert "seed 11, model unstable: diverged" in message and "seed 12, model unstable" in message
+    ds = palmc.open(tmp_path / "exp.zarr")
+    status = ds["run_status"]
+    assert (status.sel(model="FA").values == "complete").all()
+    assert (status.sel(model="unstable").values == "diverged").all()
+    step = int(ds["diverged_step"].sel(model="unstable", seed=11))
+    assert step > 0
+    wpp = ds["WPP"].sel(model="unstable", seed=11, layer=1, neuron=0, pre=0)
+    assert np.isfinite(wpp.sel(time=wpp["step"] < step)).all()
+    assert np.isfinite(ds["WPP"].sel(model="FA")).sum() > 0
