@@ -7,8 +7,6 @@ import os
 import socket
 from pathlib import Path
 
-import math
-
 import numpy as np
 import xarray as xr
 
@@ -88,9 +86,7 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         stored = _stored_attrs(store)
         engine = engine or stored.get("engine")
         seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
-    if seeds_per_batch is None:
-        seeds_per_batch = max(1, math.ceil(len(experiment.seeds) / n_workers))
-    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine)
+    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
     prepare_store(plan, store, overwrite, resume)
     total = plan.protocol.total_steps * plan.n_runs
     use_cluster = bool(scheduler) or (n_workers > 1 and len(plan.batches) > 1)

@@ -132,5 +132,52 @@ def info(store: Path = typer.Argument(..., help="A palmc Zarr store.")) -> None:
         _fail(f"{store} is not a readable palmc store ({err})")
 
 
+def _open_store(store: Path):
+    from palmc.api import open as open_store
+    from palmc.store.writer import StoreError
+
+    if not store.exists():
+        raise StoreError(f"{store} does not exist")
+    try:
+        return open_store(store)
+    except (OSError, ValueError, KeyError) as err:
+        raise StoreError(f"{store} is not a readable palmc store ({err})") from err
+
+
+@app.command()
+def analyze(
+    store: Path = typer.Argument(..., help="A palmc Zarr store."),
+    queries: Path = typer.Argument(..., help="YAML file of named queries (queries: {name: {metric: ..., ...}})."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the full results (.zarr, .nc or .csv)."),
+) -> None:
+    """Evaluate declarative queries lazily over a store and print a table of the scalar results."""
+    from palmc.query import format_table, run_query_file, save_results
+
+    try:
+        results = run_query_file(_open_store(store), queries)
+        typer.echo(format_table(results))
+        if output is not None:
+            save_results(results, output)
+            typer.echo(f"wrote {output}")
+    except _user_errors() as err:
+        _fail(str(err))
+
+
+@app.command()
+def plot(
+    store: Path = typer.Argument(..., help="A palmc Zarr store."),
+    queries: Optional[Path] = typer.Argument(None, help="Optional YAML file of queries to plot."),
+    output: Path = typer.Option(Path("dashboard.html"), "-o", "--output", help="Standalone HTML file to write."),
+) -> None:
+    """Draw an interactive dashboard (HoloViews/bokeh, one offline HTML file) from a store."""
+    from palmc.plots import save_dashboard
+
+    try:
+        path = save_dashboard(_open_store(store), output, queries_path=queries)
+    except _user_errors() as err:
+        _fail(str(err))
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

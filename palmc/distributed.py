@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from palmc.plan import BatchSpec, Plan
+from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
 from palmc.runner import BatchResult, run_batch
 from palmc.store.writer import CHECKPOINT_DIR
 
@@ -26,10 +26,6 @@ SCHEDULER_ENV = "PALMC_SCHEDULER"
 class BatchFailure:
     batch: BatchSpec
     error: str
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def progress_file(store: str | Path, batch: BatchSpec) -> Path:

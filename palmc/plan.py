@@ -8,6 +8,8 @@ chunks (one seed and one model per chunk) are always aligned with every writer's
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,11 @@ from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.store.layout import Variable, record_shape, variables_for
 
 CHUNK_BYTES_PER_RUN = 4 * 2**20  # target size of one stored chunk of the largest variable
+
+
+def default_workers() -> int:
+    """Worker processes of a local cluster: one per usable core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,14 @@ def auto_chunk_records(variables: list[Variable], layers: tuple[int, ...], n_rec
     return int(max(1, min(n_records, CHUNK_BYTES_PER_RUN // max(largest, 1))))
 
 
-def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None = None) -> Plan:
-    """Resolve an :class:`~palmc.schema.Experiment` into a :class:`Plan`."""
+def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None = None,
+              workers: int | None = None) -> Plan:
+    """Resolve an :class:`~palmc.schema.Experiment` into a :class:`Plan`.
+
+    By default the seeds are split evenly over the workers (one batch per worker and model group).
+    """
+    if seeds_per_batch is None:
+        seeds_per_batch = max(1, math.ceil(len(experiment.seeds) / (workers or default_workers())))
     names = experiment.model_names()
     params = {name: experiment.model_params(name) for name in names}
     # models that share layers/activations/dt advance in one batch; otherwise each model group alone
@@ -126,5 +139,5 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
         chunk_records=int(max(1, min(chunk, max(n_records, 1)))),
         batches=make_batches(len(experiment.seeds), groups, seeds_per_batch),
         engine=engine or experiment.compute.engine,
-        seeds_per_batch=seeds_per_batch or len(experiment.seeds),
+        seeds_per_batch=seeds_per_batch,
     )

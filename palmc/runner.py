@@ -77,9 +77,9 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
         for run in np.flatnonzero(_diverged_runs(sim)):
             diverged.setdefault(int(run), _first_bad_step(recorder, int(run), sim.state.step))
         steps, data = recorder.take()
-        if steps:
+        if steps and data:
             write_chunk(store, plan, batch, records_done, data)
-            records_done += len(steps)
+        records_done += len(steps)
         payload = sim.checkpoint()
         payload["records_done"] = np.array(records_done)
         payload["diverged"] = np.array(sorted(diverged.items()), dtype=np.int64).reshape(-1, 2)

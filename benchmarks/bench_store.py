@@ -1,0 +1,57 @@
+"""Streamed recording: peak memory does not grow with run length, and recording costs little.
+
+Prints (1) peak RSS of `simulate` for the same experiment at 1x and 10x the epochs, recording every 100 steps,
+each in a fresh process; (2) wall time with the Fig3abc default variables recorded every 1000 steps vs
+recording nothing. Usage: python benchmarks/bench_store.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+from common import ROOT
+
+CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    sys.path.insert(0, {bench!r})
+    from common import fig3abc
+    import palmc
+    exp = fig3abc(**json.loads(sys.argv[1]))
+    start = time.perf_counter()
+    palmc.simulate(exp, sys.argv[2], overwrite=True, workers=1, progress=False)
+    wall = time.perf_counter() - start
+    print(json.dumps({{"wall": wall, "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+""").format(bench=str(ROOT / "benchmarks"))
+
+
+def measure(**kwargs: object) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(kwargs), f"{tmp}/s.zarr"],
+                             check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    # warm the compiled kernel's cache so neither measurement pays the compile
+    measure(epochs=1, seeds=2, every=100, dataset_size=5)
+    small = measure(epochs=2, seeds=10, every=100, dataset_size=20)
+    large = measure(epochs=20, seeds=10, every=100, dataset_size=20)
+    growth = large["max_rss_mib"] / small["max_rss_mib"] - 1
+    print(f"peak RSS, 1x epochs (2):   {small['max_rss_mib']:.0f} MiB  ({small['wall']:.1f} s)")
+    print(f"peak RSS, 10x epochs (20): {large['max_rss_mib']:.0f} MiB  ({large['wall']:.1f} s)")
+    print(f"growth: {100 * growth:+.1f} %  (target < 20 %)")
+
+    recorded = measure(epochs=10, seeds=10, every=1000)
+    nothing = measure(epochs=10, seeds=10, every=1000, variables=[])
+    overhead = recorded["wall"] / nothing["wall"] - 1
+    print(f"Fig3abc 10 seeds x 10 epochs, default variables every 1000 steps: {recorded['wall']:.2f} s")
+    print(f"same, recording nothing:                                         {nothing['wall']:.2f} s")
+    print(f"recording overhead: {100 * overhead:+.1f} %  (target < 10 %)")
+
+
+if __name__ == "__main__":
+    main()
