@@ -1,0 +1,315 @@
+"""Lazy evaluation of :class:`~palmc.query.model.Query` objects over a contract Dataset.
+
+Pipeline of one query (every step is an xarray operation, so a dask-backed dataset gives a dask-backed result):
+
+1. select ``model``/``seed`` on the dataset, and the records given by ``time``/``phase``/``epoch`` and, if asked,
+   ``per_sample_end`` (metrics are computed record by record, so picking records first is equivalent and cheaper;
+   ``last`` without a window is also applied here);
+2. compute the metric (or take the recorded variable);
+3. select ``layer``/``neuron``/``pre`` (and any other dim) on the metric's result;
+4. time aggregation ``every`` or ``moving_window``, then ``last``;
+5. reduction over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from palmc.query.metrics import METRICS, Metric, list_metrics
+from palmc.query.model import (
+    Aggregate,
+    Query,
+    QueryError,
+    Reduce,
+    Selection,
+    _available,
+    duration_ms,
+    load_queries,
+    parse_query,
+)
+
+__all__ = ["evaluate", "open_store", "query", "run_queries", "run_query_file"]
+
+_PRE_METRIC_DIMS = ("model", "seed")
+_DIM_ORDER = ("time", "layer", "neuron", "pre", "quantile", "seed", "model")
+
+
+def open_store(path: str | Path, **kwargs: Any) -> xr.Dataset:
+    """Open a palmc Zarr store lazily (dask-backed): ``xr.open_zarr(path, consolidated=False, **kwargs)``."""
+    return xr.open_zarr(path, consolidated=False, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# selection helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _select_dims(obj: xr.DataArray | xr.Dataset, sel: Mapping[str, Any], what: str) -> Any:
+    """``obj.sel(sel)``, checking that every dim and value exists (QueryError listing what is available)."""
+    for dim, value in sel.items():
+        if dim not in obj.dims:
+            raise QueryError(f"unknown dim {dim!r} for {what}; dims: {_available(obj.dims)}")
+        available = list(obj[dim].values)
+        missing = [v for v in _as_list(value) if v not in available]
+        if missing:
+            raise QueryError(
+                f"{dim} {', '.join(map(repr, missing))} not in {what}; available {dim}s: {_available(available)}"
+            )
+    return obj.sel(dict(sel)) if sel else obj
+
+
+def _strings(values: Any) -> np.ndarray:
+    """Any string array (fixed width, object or numpy's StringDType from Zarr v3) as a plain ``str`` array."""
+    return np.asarray(values, dtype=object).astype(str)
+
+
+def _dt(ds: xr.Dataset) -> float | None:
+    return float(ds.attrs["dt"]) if "dt" in ds.attrs else None
+
+
+def _steps(ds: xr.Dataset) -> np.ndarray:
+    if "step" in ds.coords:
+        return np.asarray(ds["step"].values, dtype=np.int64)
+    dt = _dt(ds)
+    if dt is None:
+        raise QueryError(f"need the coordinate 'step' or the attribute 'dt'; attrs: {_available(ds.attrs)}")
+    return np.rint(np.asarray(ds["time"].values) / dt).astype(np.int64)
+
+
+def _presentation_ends(ds: xr.Dataset) -> np.ndarray:
+    """Mask of the records that end a presentation: steps S + k*Tp (k >= 0), S = settling steps, Tp = Tpres/dt."""
+    for attr in ("Tpres", "dt"):
+        if attr not in ds.attrs:
+            raise QueryError(f"per_sample_end needs the attribute {attr!r}; attrs: {_available(ds.attrs)}")
+    tp = int(round(float(ds.attrs["Tpres"]) / float(ds.attrs["dt"])))
+    steps = _steps(ds)
+    settling = np.zeros(steps.shape, dtype=bool)
+    if "epoch" in ds.coords:
+        settling = np.asarray(ds["epoch"].values) == 0
+    elif "phase" in ds.coords:
+        settling = _strings(ds["phase"].values) == "settling"
+    s = int(steps[settling].max()) if settling.any() else 0
+    return (steps >= s) & ((steps - s) % max(tp, 1) == 0)
+
+
+def _record_indices(ds: xr.Dataset, select: Selection, agg: Aggregate) -> np.ndarray | None:
+    """Indices along ``time`` of the records kept by the time/phase/epoch selection and ``per_sample_end``."""
+    wants_time = select.time is not None or select.phase is not None or select.epoch is not None
+    wants_time = wants_time or agg.per_sample_end or agg.last or agg.every is not None
+    if "time" not in ds.dims:
+        if wants_time or agg.moving_window is not None:
+            raise QueryError(f"the dataset has no 'time' dim; dims: {_available(ds.dims)}")
+        return None
+    n = ds.sizes["time"]
+    mask = np.ones(n, dtype=bool)
+    times = np.asarray(ds["time"].values, dtype=float)
+    if select.time is not None:
+        t0, t1 = select.time
+        dt = _dt(ds)
+        eps = 1e-6 * dt if dt else 1e-9 * max(1.0, abs(t0), abs(t1))
+        mask &= (times >= t0 - eps) & (times <= t1 + eps)
+        if not mask.any():
+            raise QueryError(
+                f"no records in the time range [{t0}, {t1}] ms; recorded times: {times.min()} .. {times.max()} ms"
+            )
+    if select.phase is not None:
+        if "phase" not in ds.coords:
+            raise QueryError(f"the dataset has no coordinate 'phase'; coordinates: {_available(ds.coords)}")
+        phases = _strings(ds["phase"].values)
+        if select.phase not in set(phases):
+            raise QueryError(f"phase {select.phase!r} not in the store; phases: {_available(sorted(set(phases)))}")
+        mask &= phases == select.phase
+    if select.epoch is not None:
+        if "epoch" not in ds.coords:
+            raise QueryError(f"the dataset has no coordinate 'epoch'; coordinates: {_available(ds.coords)}")
+        epochs = np.asarray(ds["epoch"].values)
+        wanted = _as_list(select.epoch)
+        missing = [e for e in wanted if e not in set(epochs.tolist())]
+        if missing:
+            raise QueryError(f"epoch {missing} not in the store; epochs: {_available(sorted(set(epochs.tolist())))}")
+        mask &= np.isin(epochs, wanted)
+    if agg.per_sample_end:
+        mask &= _presentation_ends(ds)
+    if not mask.any():
+        raise QueryError("the time/phase/epoch selection and per_sample_end leave no records")
+    return None if mask.all() else np.flatnonzero(mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# aggregation and reduction
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _time_coords(da: xr.DataArray) -> list[str]:
+    return [c for c in da.coords if c != "time" and da[c].dims == ("time",)]
+
+
+def _block_means(da: xr.DataArray, block_ms: float, dt: float | None) -> xr.DataArray:
+    """Means over blocks (k*N, (k+1)*N] of ``time``, labelled by the block end (k+1)*N; NaNs skipped."""
+    times = np.asarray(da["time"].values, dtype=float)
+    eps = 0.5 * dt if dt else 1e-9 * block_ms
+    block = np.floor((times - eps) / block_ms).astype(np.int64)
+    labels, counts = np.unique(block, return_counts=True)
+    da = da.drop_vars(_time_coords(da))
+    regular = bool(np.all(np.diff(block) >= 0)) and len(set(counts.tolist())) == 1
+    if regular:
+        out = da.coarsen(time=int(counts[0])).mean()
+    else:
+        out = da.assign_coords(_block=("time", block)).groupby("_block").mean("time")
+        out = out.rename(_block="time")
+    return out.assign_coords(time=(labels + 1) * block_ms)
+
+
+def _moving_mean(da: xr.DataArray, window_ms: float) -> xr.DataArray:
+    """Trailing mean over the last ``window_ms`` (in records: round(window / record spacing)); NaNs skipped;
+    the first window-1 records (no full window) are dropped."""
+    times = np.asarray(da["time"].values, dtype=float)
+    if times.size < 2:
+        raise QueryError(f"moving_window needs at least 2 records, the selection has {times.size}")
+    spacing = float(np.median(np.diff(times)))
+    window = max(1, int(round(window_ms / spacing)))
+    if window > times.size:
+        raise QueryError(
+            f"moving_window of {window_ms} ms = {window} records is longer than the {times.size} selected records"
+        )
+    return da.rolling(time=window, min_periods=1).mean().isel(time=slice(window - 1, None))
+
+
+def _reduce(da: xr.DataArray, red: Reduce, what: str) -> xr.DataArray:
+    if red.how == "none":
+        return da
+    unknown = [d for d in red.over if d not in da.dims and d not in da.coords]
+    if unknown:
+        raise QueryError(f"cannot reduce {what} over {unknown}: no such dim; dims: {_available(da.dims)}")
+    dims = [d for d in red.over if d in da.dims]
+    if not dims:  # reduced dims already selected to a single value
+        return da
+    if da.chunks is not None and red.how in ("median", "quantile"):
+        da = da.chunk({d: -1 for d in dims})
+    if red.how == "quantile":
+        return da.quantile(red.quantile, dim=dims, keep_attrs=True)
+    return getattr(da, red.how)(dim=dims, keep_attrs=True)
+
+
+def _order(da: xr.DataArray) -> xr.DataArray:
+    first = [d for d in _DIM_ORDER if d in da.dims]
+    return da.transpose(*first, *[d for d in da.dims if d not in first])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _resolve(q: Query, ds: xr.Dataset) -> Metric | str:
+    """The registered metric, or the name of a recorded variable."""
+    if q.variable is not None:
+        if q.variable not in ds.data_vars:
+            raise QueryError(
+                f"unknown variable {q.variable!r}; variables: {_available(ds.data_vars)}; "
+                f"metrics: {_available(list_metrics())}"
+            )
+        if q.args:
+            raise QueryError(f"a recorded variable takes no args, got {_available(q.args)}")
+        return q.variable
+    name = q.target
+    if name in METRICS:
+        return METRICS[name]
+    if name in ds.data_vars:
+        if q.args:
+            raise QueryError(f"a recorded variable takes no args, got {_available(q.args)}")
+        return name
+    raise QueryError(
+        f"unknown metric {name!r}; metrics: {_available(list_metrics())}; "
+        f"recorded variables (usable as metrics): {_available(ds.data_vars)}"
+    )
+
+
+def evaluate(query: Query | Mapping[str, Any], ds: xr.Dataset, name: str | None = None) -> xr.DataArray:
+    """Evaluate one query on ``ds`` and return a (lazy, if ``ds`` is dask-backed) DataArray.
+
+    The result keeps the dims that the selection, aggregation and reduction leave (e.g. ``time``, ``layer``,
+    ``seed``/``quantile``, ``model``); its attrs record the metric, units and the query as JSON.
+    """
+    q = parse_query(dict(query) if isinstance(query, Mapping) else query)
+    target = _resolve(q, ds)
+    if isinstance(target, Metric):
+        target.check(ds, q.args)
+    what = f"{q.target!r}"
+
+    dims = q.select.dims()
+    pre = {k: v for k, v in dims.items() if k in _PRE_METRIC_DIMS}
+    post = {k: v for k, v in dims.items() if k not in _PRE_METRIC_DIMS}
+    ds = _select_dims(ds, pre, "the store")
+    idx = _record_indices(ds, q.select, q.aggregate)
+    if idx is not None:
+        ds = ds.isel(time=idx)
+    window = q.aggregate.every is not None or q.aggregate.moving_window is not None
+    if q.aggregate.last and not window:
+        ds = ds.isel(time=-1)
+
+    if isinstance(target, Metric):
+        out = target(ds, **q.args)
+    else:
+        out = ds[target]
+
+    out = _select_dims(out, post, f"the result of {what}")
+
+    if q.aggregate.every is not None:
+        out = _block_means(out, duration_ms(q.aggregate.every, ds.attrs), _dt(ds))
+    elif q.aggregate.moving_window is not None:
+        out = _moving_mean(out, duration_ms(q.aggregate.moving_window, ds.attrs))
+    if q.aggregate.last and window:
+        out = out.isel(time=-1)
+
+    out = _order(_reduce(out, q.reduce, what))
+    attrs = dict(out.attrs)
+    attrs.setdefault("long_name", q.target)
+    attrs.setdefault("units", "")
+    attrs["metric"] = q.target
+    attrs["query"] = q.model_dump_json(exclude_defaults=True)
+    out.attrs = attrs
+    return out.rename(name or q.target)
+
+
+def query(
+    ds: xr.Dataset,
+    metric: str | None = None,
+    *,
+    variable: str | None = None,
+    args: Mapping[str, Any] | None = None,
+    select: Mapping[str, Any] | None = None,
+    aggregate: str | Mapping[str, Any] | None = None,
+    reduce: str | list[float] | Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> xr.DataArray:
+    """Notebook entry point: ``query(ds, "angle_BPP_WPPT", select={"phase": "training"}, aggregate="last",
+    reduce={"quantile": [0.1, 0.9]})``. Same fields as the YAML query; see :class:`~palmc.query.model.Query`."""
+    spec: dict[str, Any] = {"metric": metric, "variable": variable}
+    for key, value in (("args", args), ("select", select), ("aggregate", aggregate), ("reduce", reduce)):
+        if value is not None:
+            spec[key] = dict(value) if isinstance(value, Mapping) else value
+    return evaluate(parse_query(spec), ds, name=name)
+
+
+def run_queries(ds: xr.Dataset, queries: Mapping[str, Query | Mapping[str, Any]]) -> dict[str, xr.DataArray]:
+    """Evaluate several named queries on ``ds`` (results stay lazy)."""
+    return {name: evaluate(q, ds, name=name) for name, q in queries.items()}
+
+
+def run_query_file(
+    store_or_dataset: str | Path | xr.Dataset, queries_yaml_path: str | Path
+) -> dict[str, xr.DataArray | xr.Dataset]:
+    """Evaluate every query of a YAML file (``queries: {name: {...}}``) on a store path or an open Dataset."""
+    queries = load_queries(queries_yaml_path)
+    ds = store_or_dataset if isinstance(store_or_dataset, xr.Dataset) else open_store(store_or_dataset)
+    return dict(run_queries(ds, queries))

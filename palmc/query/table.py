@@ -1,0 +1,173 @@
+"""Presenting and saving query results: a readable text table, and .zarr / .nc / .csv files.
+
+File layout (.zarr and .nc): one Dataset with one variable per query, named after the query. Dims keep their
+names (``time``, ``layer``, ...) when all results that use them share the same coordinate values; when two results
+disagree (e.g. block-averaged vs raw ``time``), the later one's dim is renamed ``<dim>__<query>``. Each variable's
+attribute ``query_dims`` holds its original dim names, so :func:`load_results` restores them.
+CSV is a long table: one row per value, columns ``query``, ``metric``, the coordinates, and ``value``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from palmc.query.model import QueryError
+
+__all__ = ["format_table", "load_results", "save_results", "to_frame"]
+
+Result = xr.DataArray | xr.Dataset
+
+
+def _arrays(results: Mapping[str, Result]) -> dict[str, xr.DataArray]:
+    """Flatten results to named DataArrays (a Dataset result contributes ``<name>.<variable>``)."""
+    out: dict[str, xr.DataArray] = {}
+    for name, res in results.items():
+        if isinstance(res, xr.Dataset):
+            for var in res.data_vars:
+                out[f"{name}.{var}"] = res[var]
+        else:
+            out[name] = res
+    return out
+
+
+def _fmt(value: Any, float_format: str) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "nan" if np.isnan(value) else format(float(value), float_format)
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode()
+    return str(value)
+
+
+def format_table(results: Mapping[str, Result], max_rows: int = 40, float_format: str = ".6g") -> str:
+    """A text table of the (small) results: one row per value, one column per dim (computes the results).
+
+    Results with more than ``max_rows`` values are listed by their dims and sizes only. A scalar ``time`` coordinate
+    (e.g. after ``aggregate: last``) is shown in its own column.
+    """
+    arrays = {name: da.compute() for name, da in _arrays(results).items()}
+    dims: list[str] = []
+    for da in arrays.values():
+        for d in list(da.dims) + (["time"] if "time" in da.coords and da["time"].ndim == 0 else []):
+            if d not in dims:
+                dims.append(d)
+    order = ("time", "layer", "neuron", "pre", "quantile", "seed", "model")
+    dims = [d for d in order if d in dims] + [d for d in dims if d not in order]
+    header = ["query", "metric", *dims, "value", "units"]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for name, da in arrays.items():
+        metric = str(da.attrs.get("metric", da.name))
+        units = str(da.attrs.get("units", ""))
+        if da.size > max_rows:
+            shape = ", ".join(f"{d}: {n}" for d, n in da.sizes.items())
+            notes.append(f"{name} ({metric}): {da.size} values ({shape}), not tabulated; save it instead")
+            continue
+        scalar_time = (
+            _fmt(da["time"].item(), float_format) if "time" in da.coords and da["time"].ndim == 0 else ""
+        )
+        flat = da.stack(_row=list(da.dims)) if da.dims else da.expand_dims("_row")
+        for i in range(flat.sizes["_row"]):
+            item = flat.isel(_row=i)
+            cells = []
+            for d in dims:
+                if d in da.dims:
+                    cells.append(_fmt(item[d].item(), float_format))
+                elif d == "time":
+                    cells.append(scalar_time)
+                else:
+                    cells.append("")
+            rows.append([name, metric, *cells, _fmt(item.item(), float_format), units])
+    lines: list[str] = []
+    if rows:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+        lines.append("  ".join("-" * w for w in widths))
+        lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    if notes:
+        if lines:
+            lines.append("")
+        lines.extend(notes)
+    return "\n".join(lines) if lines else "(no results)"
+
+
+def to_frame(results: Mapping[str, Result]) -> pd.DataFrame:
+    """Long table of all results: columns ``query``, ``metric``, one column per dim, ``value`` (computes)."""
+    frames = []
+    for name, da in _arrays(results).items():
+        da = da.compute()
+        frame = da.drop_vars([c for c in da.coords if c not in da.dims]).to_dataframe(name="value").reset_index()
+        if not da.dims:
+            frame = pd.DataFrame({"value": [da.item()]})
+        frame.insert(0, "metric", str(da.attrs.get("metric", da.name)))
+        frame.insert(0, "query", name)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["query", "metric", "value"])
+    table = pd.concat(frames, ignore_index=True, sort=False)
+    return table[[c for c in table.columns if c != "value"] + ["value"]]
+
+
+def _combine(results: Mapping[str, Result]) -> xr.Dataset:
+    """One Dataset with one variable per result; conflicting dims are renamed ``<dim>__<query>``."""
+    indexes: dict[str, xr.DataArray] = {}
+    variables: dict[str, xr.DataArray] = {}
+    for name, da in _arrays(results).items():
+        da = da.compute()
+        renames: dict[str, str] = {}
+        for d in da.dims:
+            coord = da[d] if d in da.coords else xr.DataArray(np.arange(da.sizes[d]), dims=d)
+            known = indexes.get(d)
+            if known is None:
+                indexes[d] = coord
+            elif not (known.shape == coord.shape and np.array_equal(known.values, coord.values)):
+                renames[d] = f"{d}__{name}"
+        # drop non-dim coords that would clash between results (scalar time, step, epoch, ...)
+        da = da.drop_vars([c for c in da.coords if c not in da.dims])
+        attrs = {k: v for k, v in da.attrs.items() if isinstance(v, (str, int, float))}
+        attrs["query_dims"] = ",".join(map(str, da.dims))
+        da = da.rename({d: r for d, r in renames.items()}) if renames else da
+        da.attrs = attrs
+        variables[name] = da.rename(name)
+    return xr.Dataset(variables, attrs={"queries": ",".join(variables)})
+
+
+def save_results(results: Mapping[str, Result], out_path: str | Path) -> Path:
+    """Compute and write the results; the format follows the suffix: ``.zarr``, ``.nc`` (netCDF) or ``.csv``."""
+    path = Path(out_path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        to_frame(results).to_csv(path, index=False)
+    elif suffix == ".zarr":
+        _combine(results).to_zarr(path, mode="w", consolidated=False)
+    elif suffix == ".nc":
+        _combine(results).to_netcdf(path)
+    else:
+        raise QueryError(f"cannot save results to {path.name!r}: use one of the suffixes .zarr, .nc, .csv")
+    return path
+
+
+def load_results(path: str | Path) -> dict[str, xr.DataArray]:
+    """Read results written by :func:`save_results` (.zarr or .nc) back into ``{query: DataArray}``."""
+    p = Path(path)
+    if p.suffix.lower() == ".zarr":
+        ds = xr.open_zarr(p, consolidated=False).load()
+    elif p.suffix.lower() == ".nc":
+        with xr.open_dataset(p) as opened:
+            ds = opened.load()
+    else:
+        raise QueryError(f"cannot load results from {p.name!r}: use .zarr or .nc (read .csv with pandas)")
+    order = [q for q in str(ds.attrs.get("queries", "")).split(",") if q in ds.data_vars]
+    out: dict[str, xr.DataArray] = {}
+    for name in order + [v for v in ds.data_vars if v not in order]:
+        da = ds[name]
+        original = [d for d in str(da.attrs.pop("query_dims", "")).split(",") if d]
+        if len(original) == da.ndim:
+            da = da.rename({cur: orig for cur, orig in zip(da.dims, original) if cur != orig})
+        out[str(name)] = da.drop_vars([c for c in da.coords if c not in da.dims])
+    return out
