@@ -1,0 +1,748 @@
+"""The compiled engine: one numba loop advances every run of a batch over many steps per Python call.
+
+Why: for these small networks the NumPy step (dynamics.py) spends nearly all its time in Python and NumPy call
+overhead. Here the same arithmetic runs as explicit loops (faster than np.dot for such small matrices) over a
+packed copy of the state, and Python is entered only at segment ends: record steps, epoch starts (to shuffle
+with the run's RandomState exactly as ``Simulation._prepare_step`` does) and every ``MAX_SEGMENT`` steps.
+
+dynamics.py stays the specification: every expression below is written in its order of operations, so the two
+engines agree to the last bit apart from the summation order of the mat-vec products. Blocks are labelled with
+the step of dynamics.py they implement.
+
+Random numbers: each run's legacy ``RandomState`` (MT19937 + the polar-method gaussian with its cached second
+value) is re-implemented bit for bit in the kernel. Its state is copied in before and written back after every
+segment, so the kernel consumes exactly the normals ``noise.draw_noise`` would, in the same order, and the
+Python shuffles between segments see the generator where the NumPy engine would leave it.
+
+Packed layout (built once per ``advance`` call): vectors as (R, n_entries, W) and weights *transposed* as
+(R, n_entries, W, W) with ``Wt[b, a] = W[a, b]``, W = the widest layer, zero padding never read. The transposed
+layout makes both the mat-vecs (an axpy per presynaptic neuron) and the outer-product updates run over
+contiguous postsynaptic indices, which the compiler vectorises.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit
+
+from palmc.engine.state import State
+
+if TYPE_CHECKING:  # pragma: no cover
+    from palmc.engine.tasks import Simulation
+    from palmc.store.recorder import ChunkRecorder
+
+MAX_SEGMENT = 4096  # steps per kernel call at most (bounds the per-call index buffer; overhead is negligible)
+
+# -- state fields and how they are packed -------------------------------------------------------------------
+# Order matters: the kernel unpacks the tuples in exactly this order.
+VEC_P = ("uP", "uP_old", "uP_breve", "rP_breve", "rP_breve_HI", "vbas", "noise", "r_LO", "post_LO")  # L entries
+VEC_I = ("uI", "uI_old", "uI_breve", "rI_breve", "vden")  # L-1 entries, interneuron sizes
+VEC_A = ("vapi", "vapi_noise")  # L-1 entries, hidden pyramidal sizes
+MAT_W = ("WPP", "dWPP", "dWPP_LO")  # L entries: (post layers[i+1], pre layers[i])
+MAT_I = ("WIP", "dWIP")  # L-1 entries: (interneurons layers[i+2], pre layers[i+1])
+MAT_B = ("BPP", "dBPP", "BPI", "dBPI")  # L-1 entries: (post layers[i+1], pre layers[i+2])
+PLAIN = ("r0", "r0_LO", "noise_counter")
+VEC_FIELDS = VEC_P + VEC_I + VEC_A
+MAT_FIELDS = MAT_W + MAT_I + MAT_B
+KNOWN_FIELDS = frozenset(("step",) + VEC_FIELDS + MAT_FIELDS + PLAIN)
+
+ACTIVATION_CODES = {"logistic": 0, "tanh": 1, "relu": 2, "soft_relu": 3, "linear": 4, "hard_sigmoid": 5}
+NOISE_MODES = {"const": 0, "uP": 1, "uP_breve": 2, "vapi": 3}
+
+# columns of the per-run scalar table ``rp`` (R, N_RP)
+RP_A_I, RP_TAU_I, RP_TAU_OUT_NOTGT, RP_GBAS, RP_GAPI, RP_GDEN, RP_GNI, RP_GNTGT = 0, 1, 2, 3, 4, 5, 6, 7
+RP_LO, RP_HP, RP_C_HID, RP_C_OUT, RP_C_DEN, RP_INV_TAUXI, RP_SQRT_DT_TAUXI, RP_PERIOD = 8, 9, 10, 11, 12, 13, 14, 15
+N_RP = 16
+# rows of the per-run, per-layer table ``lp`` (R, N_LP, L); hidden-only rows use the first L-1 entries
+LP_TAU_P, LP_A_P, LP_DT_ETA_FW, LP_DT_ETA_IP, LP_DT_ETA_PI, LP_ETA_PI_ON, LP_DT_ETA_BW, LP_DECAY, LP_SCALE = range(9)
+N_LP = 9
+# columns of the per-run flag table ``fl`` (R, N_FL)
+FL_BP, FL_PAL, FL_OU, FL_MODE, FL_USE_ACT, FL_HI_PASS, FL_W_LO, FL_R_LP, FL_POST_LP, FL_INTER_LP, FL_GATE, FL_VARPHI = range(12)
+N_FL = 12
+
+
+# -- activations (activations.py, value for value) ----------------------------------------------------------
+@njit(cache=True, error_model="numpy", inline="always")
+def _heaviside0(x: float) -> float:
+    """np.heaviside(x, 0)."""
+    if x != x:
+        return x
+    return 1.0 if x > 0.0 else 0.0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _phi(code: int, x: float) -> float:
+    if code == 0:  # logistic
+        return 1.0 / (1.0 + math.exp(-x))
+    if code == 1:
+        return math.tanh(x)
+    if code == 2:  # np.maximum(x, 0): NaN propagates
+        return x if (x >= 0.0 or x != x) else 0.0
+    if code == 3:
+        return math.log(1.0 + math.exp(x))
+    if code == 4:
+        return x
+    s = x / 6.0 + 0.5  # hard sigmoid: np.maximum(0, np.minimum(1, s))
+    m = 1.0 if 1.0 <= s else s
+    return 0.0 if 0.0 >= m else m
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _phi_prime(code: int, x: float) -> float:
+    if code == 0:
+        y = 1.0 / (1.0 + math.exp(-x))
+        return y * (1.0 - y)
+    if code == 1:
+        y = math.tanh(x)
+        return 1.0 - y * y
+    if code == 2:
+        return _heaviside0(x)
+    if code == 3:
+        return 1.0 / (1.0 + math.exp(-x))
+    if code == 4:
+        return 1.0
+    s = x / 6.0 + 0.5
+    return _heaviside0(s) * _heaviside0(1.0 - s)
+
+
+# -- legacy RandomState (numpy/random/src/mt19937 and legacy-distributions.c), bit for bit --------------------
+# The generator state of run r is (mt_key[r], mt_pos[r], mt_has_gauss[r], mt_cached[r]) as in RandomState.get_state;
+# mt_out[r] holds the 624 tempered outputs of mt_key[r], refreshed at every twist, so a draw is a plain load.
+# (Helpers that take arrays are kept out of the hot loops: each call or view costs reference counting.)
+@njit(cache=True, error_model="numpy")
+def _temper(mt_key: np.ndarray, mt_out: np.ndarray, r: int) -> None:
+    for i in range(624):
+        y = mt_key[r, i]
+        y ^= y >> 11
+        y ^= (y << 7) & 0x9D2C5680
+        y ^= (y << 15) & 0xEFC60000
+        y ^= y >> 18
+        mt_out[r, i] = y
+
+
+@njit(cache=True, error_model="numpy")
+def _refill(mt_key: np.ndarray, mt_out: np.ndarray, r: int) -> None:
+    """mt19937_gen: regenerate the 624 words in place (held as int64 < 2**32), then temper them."""
+    for i in range(227):
+        y = (mt_key[r, i] & 0x80000000) | (mt_key[r, i + 1] & 0x7FFFFFFF)
+        mt_key[r, i] = mt_key[r, i + 397] ^ (y >> 1) ^ (-(y & 1) & 0x9908B0DF)
+    for i in range(227, 623):
+        y = (mt_key[r, i] & 0x80000000) | (mt_key[r, i + 1] & 0x7FFFFFFF)
+        mt_key[r, i] = mt_key[r, i - 227] ^ (y >> 1) ^ (-(y & 1) & 0x9908B0DF)
+    y = (mt_key[r, 623] & 0x80000000) | (mt_key[r, 0] & 0x7FFFFFFF)
+    mt_key[r, 623] = mt_key[r, 396] ^ (y >> 1) ^ (-(y & 1) & 0x9908B0DF)
+    _temper(mt_key, mt_out, r)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _polar(a1: int, b1: int, a2: int, b2: int) -> tuple[float, float, float]:
+    """Two legacy doubles in [-1, 1) from four words, and their squared radius (legacy_gauss)."""
+    x1 = 2.0 * (((a1 >> 5) * 67108864.0 + (b1 >> 6)) / 9007199254740992.0) - 1.0
+    x2 = 2.0 * (((a2 >> 5) * 67108864.0 + (b2 >> 6)) / 9007199254740992.0) - 1.0
+    return x1, x2, x1 * x1 + x2 * x2
+
+
+@njit(cache=True, error_model="numpy")
+def _four_words_slow(mt_key: np.ndarray, mt_out: np.ndarray, r: int, pos: int) -> tuple[int, int, int, int, int]:
+    """The next four words when they straddle a twist (rare path of the kernel's inline draw)."""
+    if pos >= 624:
+        _refill(mt_key, mt_out, r)
+        pos = 0
+    a1 = mt_out[r, pos]
+    pos += 1
+    if pos >= 624:
+        _refill(mt_key, mt_out, r)
+        pos = 0
+    b1 = mt_out[r, pos]
+    pos += 1
+    if pos >= 624:
+        _refill(mt_key, mt_out, r)
+        pos = 0
+    a2 = mt_out[r, pos]
+    pos += 1
+    if pos >= 624:
+        _refill(mt_key, mt_out, r)
+        pos = 0
+    b2 = mt_out[r, pos]
+    return a1, b1, a2, b2, pos + 1
+
+
+# -- the kernel ----------------------------------------------------------------------------------------------
+# Every index in the kernel is unsigned (np.uint64): numba checks signed indices for negative values at every
+# access, which blocks vectorisation and doubled the cost of these short loops. U1 etc. keep arithmetic unsigned.
+U0, U1, U2, U3, U4 = np.uint64(0), np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+
+
+@njit(cache=True, error_model="numpy")
+def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_has_gauss, mt_cached,
+                     patterns, targets, samples, layers, acts, dt, rp, lp, fl,
+                     forward, lateral, feedback, has_target):  # pragma: no cover - compiled
+    """Advance every run by ``samples.shape[1]`` steps of one phase (settling or one epoch).
+
+    ``samples[r, j]`` is the pattern index run r sees in step j; the learning flags and ``has_target`` are those
+    of the phase. At the last step every increment is stored (earlier ones are not observable), and ``hi_rec``
+    receives r^HI as the recorder sees it (before that step's high-pass update). Indices: i = engine list
+    entry, a = postsynaptic (or only) neuron, b = presynaptic neuron; weights are stored as W[r, i, b, a].
+    """
+    (uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
+     uI, uI_old, uI_breve, rI, vden, vapi, vapi_noise) = vecs
+    WPP, dWPP, dWPP_LO, WIP, dWIP, BPP, dBPP, BPI, dBPI = mats
+    R, n_steps = np.uint64(samples.shape[0]), np.uint64(samples.shape[1])
+    nL, Wd = layers.shape[0] - 1, uP.shape[2]
+    L = np.uint64(nL)
+    H = L - U1
+    n_in, n_out = layers[0], layers[L]
+    # scratch, per step
+    rP_old, rI_old, r0_old = np.zeros((nL, Wd)), np.zeros((max(nL - 1, 1), Wd)), np.zeros(n_in)
+    dUP, dUI = np.zeros((nL, Wd)), np.zeros((max(nL - 1, 1), Wd))
+    postP, postI = np.zeros((nL, Wd)), np.zeros((max(nL - 1, 1), Wd))  # postsynaptic factors of dW^PP, dW^IP
+    neg_vapi_old = np.zeros((max(nL - 1, 1), Wd))  # postsynaptic factor of dB^PI
+    x, y = np.zeros(Wd), np.zeros(Wd)  # mat-vec input and output
+    slope = np.zeros((nL, Wd))  # phi' for the varphi regularizer; the output row stays 0 (feedback.py)
+    redraw = np.zeros(max(nL - 1, 1), dtype=np.bool_)
+    gbuf = np.zeros(nL * Wd + 2)  # the normals of one step
+    pair_x1, pair_x2, pair_r2 = np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd)
+    mt_out = np.empty_like(mt_key)
+
+    for r in range(R):
+        a_I, tau_I, tau_out_notgt = rp[r, RP_A_I], rp[r, RP_TAU_I], rp[r, RP_TAU_OUT_NOTGT]
+        gbas, gapi, gden, gnI, gntgt = rp[r, RP_GBAS], rp[r, RP_GAPI], rp[r, RP_GDEN], rp[r, RP_GNI], rp[r, RP_GNTGT]
+        lo, hp = rp[r, RP_LO], rp[r, RP_HP]
+        c_hid, c_out, c_den = rp[r, RP_C_HID], rp[r, RP_C_OUT], rp[r, RP_C_DEN]
+        inv_tauxi, sqrt_dt_tauxi, period = rp[r, RP_INV_TAUXI], rp[r, RP_SQRT_DT_TAUXI], rp[r, RP_PERIOD]
+        tau_out = lp[r, LP_TAU_P, L - U1]
+        is_bp, is_pal, ou, mode = fl[r, FL_BP] != 0, fl[r, FL_PAL] != 0, fl[r, FL_OU] != 0, fl[r, FL_MODE]
+        use_act, hi_pass, w_lo = fl[r, FL_USE_ACT] != 0, fl[r, FL_HI_PASS] != 0, fl[r, FL_W_LO] != 0
+        r_lp, post_lp, inter_lp = fl[r, FL_R_LP] != 0, fl[r, FL_POST_LP] != 0, fl[r, FL_INTER_LP] != 0
+        gate, varphi = fl[r, FL_GATE] != 0, fl[r, FL_VARPHI] != 0
+        _temper(mt_key, mt_out, r)
+        pos, has_gauss, cached = mt_pos[r], mt_has_gauss[r], mt_cached[r]
+
+        for j in range(n_steps):
+            last = j == n_steps - U1
+            smp = samples[r, j]
+
+            # ---- step 1: lookahead voltages u-breve and rates r-breve (keeping the old rates); new input
+            for i in range(L):
+                n, a_P, code = layers[i + U1], lp[r, LP_A_P, i], acts[i]
+                for a in range(n):
+                    rP_old[i, a] = rP[r, i, a]
+                    uP_breve[r, i, a] = uP_old[r, i, a] + a_P * (uP[r, i, a] - uP_old[r, i, a]) / dt
+                    uP_old[r, i, a] = uP[r, i, a]
+                if code == 0:
+                    for a in range(n):
+                        rP[r, i, a] = 1.0 / (1.0 + math.exp(-uP_breve[r, i, a]))
+                else:
+                    for a in range(n):
+                        rP[r, i, a] = _phi(code, uP_breve[r, i, a])
+            for i in range(H):
+                n, code = layers[i + U2], acts[i + U1]
+                for a in range(n):
+                    rI_old[i, a] = rI[r, i, a]
+                    uI_breve[r, i, a] = uI_old[r, i, a] + a_I * (uI[r, i, a] - uI_old[r, i, a]) / dt
+                    uI_old[r, i, a] = uI[r, i, a]
+                if code == 0:
+                    for a in range(n):
+                        rI[r, i, a] = 1.0 / (1.0 + math.exp(-uI_breve[r, i, a]))
+                else:
+                    for a in range(n):
+                        rI[r, i, a] = _phi(code, uI_breve[r, i, a])
+            for b in range(n_in):
+                r0_old[b] = r0[r, b]
+                r0[r, b] = patterns[r, smp, b]
+
+            # ---- step 4, first part (needs vbas, vden, vapi of the previous step, so it runs before step 2):
+            # the postsynaptic factors of the increments, and the rate filters of dynamics._forward_increments
+            need_fw = forward or last
+            for i in range(L):
+                n_post, n_pre, code = layers[i + U1], layers[i], acts[i]
+                c = c_out if i == L - U1 else c_hid
+                if need_fw or post_lp:
+                    if use_act:
+                        for a in range(n_post):
+                            postP[i, a] = rP[r, i, a] - _phi(code, c * vbas[r, i, a])
+                    else:
+                        for a in range(n_post):
+                            postP[i, a] = uP_breve[r, i, a] - c * vbas[r, i, a]
+                if r_lp:  # low-passed presynaptic rates (input, then pyramidal layer i-1)
+                    if i == U0:
+                        for b in range(n_pre):
+                            r0_LO[r, b] = r0_LO[r, b] + lo * (r0_old[b] - r0_LO[r, b])
+                    else:
+                        for b in range(n_pre):
+                            r_LO[r, i - U1, b] = r_LO[r, i - U1, b] + lo * (rP_old[i - U1, b] - r_LO[r, i - U1, b])
+                if post_lp:
+                    for a in range(n_post):
+                        post_LO[r, i, a] = post_LO[r, i, a] + lo * (postP[i, a] - post_LO[r, i, a])
+                        postP[i, a] = post_LO[r, i, a]
+            if lateral or last:
+                for i in range(H):
+                    code = acts[i + U1]
+                    for a in range(layers[i + U2]):
+                        postI[i, a] = rI[r, i, a] - _phi(code, c_den * vden[r, i, a])
+                    for a in range(layers[i + U1]):
+                        neg_vapi_old[i, a] = -vapi[r, i, a]
+
+            # ---- step 2: dendritic potentials; mat-vecs summed over b in order, four outputs at a time
+            for i in range(L):  # v^bas_i = W^PP_i r_{i-1}
+                n_post, n_pre = layers[i + U1], layers[i]
+                if i == U0:
+                    for b in range(n_pre):
+                        x[b] = r0[r, b]
+                else:
+                    for b in range(n_pre):
+                        x[b] = rP[r, i - U1, b]
+                n4 = n_post - n_post % U4
+                for a0 in range(U0, n4, U4):
+                    s0 = s1 = s2 = s3 = 0.0
+                    for b in range(n_pre):
+                        xb = x[b]
+                        s0 += WPP[r, i, b, a0] * xb
+                        s1 += WPP[r, i, b, a0 + U1] * xb
+                        s2 += WPP[r, i, b, a0 + U2] * xb
+                        s3 += WPP[r, i, b, a0 + U3] * xb
+                    vbas[r, i, a0], vbas[r, i, a0 + U1], vbas[r, i, a0 + U2], vbas[r, i, a0 + U3] = s0, s1, s2, s3
+                for a in range(n4, n_post):
+                    s0 = 0.0
+                    for b in range(n_pre):
+                        s0 += WPP[r, i, b, a] * x[b]
+                    vbas[r, i, a] = s0
+            for i in range(H):  # v^den_i = W^IP_i r_i (optionally low-passed)
+                n_post, n_pre = layers[i + U2], layers[i + U1]
+                n4 = n_post - n_post % U4
+                for a0 in range(U0, n4, U4):
+                    s0 = s1 = s2 = s3 = 0.0
+                    for b in range(n_pre):
+                        xb = rP[r, i, b]
+                        s0 += WIP[r, i, b, a0] * xb
+                        s1 += WIP[r, i, b, a0 + U1] * xb
+                        s2 += WIP[r, i, b, a0 + U2] * xb
+                        s3 += WIP[r, i, b, a0 + U3] * xb
+                    y[a0], y[a0 + U1], y[a0 + U2], y[a0 + U3] = s0, s1, s2, s3
+                for a in range(n4, n_post):
+                    s0 = 0.0
+                    for b in range(n_pre):
+                        s0 += WIP[r, i, b, a] * rP[r, i, b]
+                    y[a] = s0
+                if inter_lp:
+                    for a in range(n_post):
+                        vden[r, i, a] = vden[r, i, a] + lo * (y[a] - vden[r, i, a])
+                else:
+                    for a in range(n_post):
+                        vden[r, i, a] = y[a]
+            for i in range(H):  # v^api_i = B^PP_i r_{i+1} + B^PI_i r^I_i; the soma gets + xi (old noise)
+                n_post, n_pre = layers[i + U1], layers[i + U2]
+                n4 = n_post - n_post % U4
+                for a0 in range(U0, n4, U4):
+                    s0 = s1 = s2 = s3 = 0.0
+                    t0 = t1 = t2 = t3 = 0.0
+                    for b in range(n_pre):
+                        xb, xc = rP[r, i + U1, b], rI[r, i, b]
+                        s0 += BPP[r, i, b, a0] * xb
+                        s1 += BPP[r, i, b, a0 + U1] * xb
+                        s2 += BPP[r, i, b, a0 + U2] * xb
+                        s3 += BPP[r, i, b, a0 + U3] * xb
+                        t0 += BPI[r, i, b, a0] * xc
+                        t1 += BPI[r, i, b, a0 + U1] * xc
+                        t2 += BPI[r, i, b, a0 + U2] * xc
+                        t3 += BPI[r, i, b, a0 + U3] * xc
+                    vapi[r, i, a0], vapi[r, i, a0 + U1] = s0 + t0, s1 + t1
+                    vapi[r, i, a0 + U2], vapi[r, i, a0 + U3] = s2 + t2, s3 + t3
+                for a in range(n4, n_post):
+                    s0 = t0 = 0.0
+                    for b in range(n_pre):
+                        s0 += BPP[r, i, b, a] * rP[r, i + U1, b]
+                        t0 += BPI[r, i, b, a] * rI[r, i, b]
+                    vapi[r, i, a] = s0 + t0
+                for a in range(n_post):
+                    vapi_noise[r, i, a] = vapi[r, i, a] + noise[r, i, a]
+
+            # ---- step 3a: PAL noise (noise.draw_noise). Which layers redraw (xi all zero, or the counter
+            # shared by all layers hits the period) does not depend on the draws, so it is settled first and
+            # the step's normals are drawn in one batch, in the order draw_noise consumes them.
+            if feedback and is_pal:
+                m = U0
+                for i in range(H):
+                    zero = True
+                    for a in range(layers[i + U1]):
+                        if noise[r, i, a] != 0.0:
+                            zero = False
+                            break
+                    # counter % 0.0 is NaN in NumPy: never equal to 0
+                    redraw[i] = zero or (period != 0.0 and (counter[r] % period) == 0.0)
+                    if redraw[i]:
+                        counter[r] = 0
+                        m += layers[i + U1]
+                    counter[r] += 1
+                # legacy_gauss: the cached value of the last pair first, then new pairs (polar method)
+                k = U0
+                if m > U0 and has_gauss:
+                    gbuf[0], has_gauss, cached = cached, 0, 0.0
+                    k = U1
+                n_pairs = (m - k + U1) // U2
+                for p in range(n_pairs):
+                    while True:
+                        if pos <= 620:
+                            a1, b1 = mt_out[r, pos], mt_out[r, pos + 1]
+                            a2, b2 = mt_out[r, pos + 2], mt_out[r, pos + 3]
+                            pos += 4
+                        else:
+                            a1, b1, a2, b2, pos = _four_words_slow(mt_key, mt_out, r, pos)
+                        x1, x2, r2 = _polar(a1, b1, a2, b2)
+                        if r2 < 1.0 and r2 != 0.0:
+                            break
+                    pair_x1[p], pair_x2[p], pair_r2[p] = x1, x2, r2
+                for p in range(n_pairs):  # the costly part, now free of the branchy acceptance loop
+                    r2 = pair_r2[p]
+                    f = math.sqrt(-2.0 * math.log(r2) / r2)
+                    gbuf[k + U2 * p] = f * pair_x2[p]
+                    gbuf[k + U2 * p + U1] = f * pair_x1[p]
+                if m > U0 and (m - k) % U2 == U1:  # an odd count leaves the pair's second value cached
+                    has_gauss, cached = 1, gbuf[m]
+                k = U0
+                for i in range(H):
+                    if not redraw[i]:
+                        continue
+                    scale = lp[r, LP_SCALE, i]
+                    for a in range(layers[i + U1]):
+                        if mode == 0:
+                            sigma = 1.0
+                        elif mode == 1:
+                            sigma = abs(uP[r, i, a])  # u^P before this step's update
+                        elif mode == 2:
+                            sigma = abs(uP_breve[r, i, a])
+                        else:
+                            sigma = abs(vapi[r, i, a])
+                        white = scale * (0.0 + sigma * gbuf[k])
+                        k += U1
+                        xi = noise[r, i, a]
+                        if ou:
+                            noise[r, i, a] = xi + inv_tauxi * (-dt * xi + sqrt_dt_tauxi * white)
+                        else:
+                            noise[r, i, a] = white
+
+            # ---- step 3b: somatic increments (the soma sees the previous step's noise via vapi_noise)
+            for i in range(H):
+                for a in range(layers[i + U2]):
+                    dUI[i, a] = dt * ((tau_I * (gden * vden[r, i, a] + gnI * uP_breve[r, i + U1, a]) - uI[r, i, a]) / tau_I)
+            noisy = is_pal and feedback
+            for i in range(H):
+                tau = lp[r, LP_TAU_P, i]
+                if noisy:
+                    for a in range(layers[i + U1]):
+                        dUP[i, a] = dt * ((tau * (gbas * vbas[r, i, a] + gapi * vapi_noise[r, i, a]) - uP[r, i, a]) / tau)
+                else:
+                    for a in range(layers[i + U1]):
+                        dUP[i, a] = dt * ((tau * (gbas * vbas[r, i, a] + gapi * vapi[r, i, a]) - uP[r, i, a]) / tau)
+            if has_target:
+                for a in range(n_out):
+                    drive = tau_out * (gbas * vbas[r, H, a] + gntgt * targets[r, smp, a])
+                    dUP[H, a] = dt * ((drive - uP[r, H, a]) / tau_out)
+            else:  # target-free drive, nudged time constant in the division (dynamics.py)
+                for a in range(n_out):
+                    drive = tau_out_notgt * (gbas * vbas[r, H, a])
+                    dUP[H, a] = dt * ((drive - uP[r, H, a]) / tau_out)
+
+            # ---- step 4, rest, fused with step 5 (apply): each increment is computed, stored and, when the
+            # phase allows it, added in the same pass over its matrix. Order as in dynamics.py where it matters:
+            # BP's reset reads W^PP before this step's update, so the feedback pass comes first.
+            if is_pal and varphi and (feedback or last):
+                for i in range(H):
+                    code = acts[i]
+                    for a in range(layers[i + U1]):
+                        slope[i, a] = _phi_prime(code, uP_breve[r, i, a])
+            for i in range(H):
+                n_post, n_pre = layers[i + U1], layers[i + U2]
+                eta_PI, eta_PI_on = lp[r, LP_DT_ETA_PI, i], lp[r, LP_ETA_PI_ON, i] != 0.0
+                eta_bw, decay = lp[r, LP_DT_ETA_BW, i], lp[r, LP_DECAY, i]
+                for b in range(n_pre):
+                    if is_bp:  # feedback.reset_bp_feedback: B^PP = (W^PP_{i+1})^T, B^PI = -B^PP
+                        for a in range(n_post):
+                            w = WPP[r, i + U1, a, b]
+                            BPP[r, i, b, a] = w
+                            BPI[r, i, b, a] = -w
+                    if lateral or last:  # dB^PI = dt eta_PI (-v^api_old) (x) r^I_old, skipped when eta_PI = 0
+                        pre = rI_old[i, b]
+                        if eta_PI_on:
+                            for a in range(n_post):
+                                dBPI[r, i, b, a] = eta_PI * (neg_vapi_old[i, a] * pre)
+                        else:
+                            for a in range(n_post):
+                                dBPI[r, i, b, a] = 0.0
+                        if lateral:
+                            for a in range(n_post):
+                                BPI[r, i, b, a] = BPI[r, i, b, a] + dBPI[r, i, b, a]
+                    if feedback or last:  # dB^PP (feedback.pal_feedback_increment), with this step's noise
+                        if is_pal:
+                            r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
+                            if gate:
+                                h = _heaviside0(r_pre)
+                                for a in range(n_post):
+                                    dBPP[r, i, b, a] = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a] * h
+                            elif varphi:
+                                s_pre = slope[i + U1, b]
+                                for a in range(n_post):
+                                    reg = ((decay * slope[i, a]) * BPP[r, i, b, a]) * s_pre
+                                    dBPP[r, i, b, a] = eta_bw * (noise[r, i, a] * r_pre) - reg
+                            else:
+                                for a in range(n_post):
+                                    dBPP[r, i, b, a] = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a]
+                        else:
+                            for a in range(n_post):
+                                dBPP[r, i, b, a] = 0.0
+                        if feedback:
+                            for a in range(n_post):
+                                BPP[r, i, b, a] = BPP[r, i, b, a] + dBPP[r, i, b, a]
+            if lateral or last:  # dW^IP = dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
+                for i in range(H):
+                    n_int, n_pyr, eta = layers[i + U2], layers[i + U1], lp[r, LP_DT_ETA_IP, i]
+                    for b in range(n_pyr):
+                        pre = rP_old[i, b]
+                        if lateral:
+                            for a in range(n_int):
+                                d = eta * (postI[i, a] * pre)
+                                dWIP[r, i, b, a] = d
+                                WIP[r, i, b, a] = WIP[r, i, b, a] + d
+                        else:
+                            for a in range(n_int):
+                                dWIP[r, i, b, a] = eta * (postI[i, a] * pre)
+            if need_fw:  # dW^PP = dt eta_fw post (x) pre; PAL moves W^PP by its low-pass (dWPP_low_pass)
+                for i in range(L):
+                    n_post, n_pre, eta = layers[i + U1], layers[i], lp[r, LP_DT_ETA_FW, i]
+                    for b in range(n_pre):
+                        if r_lp:
+                            pre = r0_LO[r, b] if i == U0 else r_LO[r, i - U1, b]
+                        else:
+                            pre = r0_old[b] if i == U0 else rP_old[i - U1, b]
+                        if not forward:
+                            for a in range(n_post):
+                                dWPP[r, i, b, a] = eta * (postP[i, a] * pre)
+                        elif w_lo:
+                            for a in range(n_post):
+                                d = eta * (postP[i, a] * pre)
+                                dWPP[r, i, b, a] = d
+                                dWPP_LO[r, i, b, a] = dWPP_LO[r, i, b, a] + lo * (d - dWPP_LO[r, i, b, a])
+                                WPP[r, i, b, a] = WPP[r, i, b, a] + dWPP_LO[r, i, b, a]
+                        else:
+                            for a in range(n_post):
+                                d = eta * (postP[i, a] * pre)
+                                dWPP[r, i, b, a] = d
+                                WPP[r, i, b, a] = WPP[r, i, b, a] + d
+            for i in range(L):  # somata
+                for a in range(layers[i + U1]):
+                    uP[r, i, a] = uP[r, i, a] + dUP[i, a]
+            for i in range(H):
+                for a in range(layers[i + U2]):
+                    uI[r, i, a] = uI[r, i, a] + dUI[i, a]
+            # (the recorder runs here: it sees r^HI before the update below)
+            if last:
+                for i in range(L):
+                    for a in range(layers[i + U1]):
+                        hi_rec[r, i, a] = rHI[r, i, a]
+            # high-pass filter of the rates, every step
+            for i in range(L):
+                for a in range(layers[i + U1]):
+                    rHI[r, i, a] = rHI[r, i, a] + ((rP[r, i, a] - rP_old[i, a]) - hp * rHI[r, i, a])
+
+        mt_pos[r], mt_has_gauss[r], mt_cached[r] = pos, has_gauss, cached
+
+
+# -- Python side: parameters, packing, segments ------------------------------------------------------------
+def supports(sim: "Simulation") -> bool:
+    """True when the kernel reproduces ``sim.advance`` for this batch (every option of the NumPy engine)."""
+    p = sim.params
+    if {f.name for f in fields(State)} != KNOWN_FIELDS:
+        return False  # the state grew a field this kernel does not know
+    if len(p.layers) < 2 or any(a not in ACTIVATION_CODES for a in p.activations):
+        return False
+    if len(p.activations) != len(p.layers) - 1:
+        return False
+    return all(p.noise_mode[r] in NOISE_MODES for r in np.flatnonzero(p.is_pal))
+
+
+def _tables(sim: "Simulation") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-run constants, derived with the same NumPy expressions as dynamics.py (so bit-identical)."""
+    p, dt = sim.params, sim.params.dt
+    R, L = p.n_runs, len(p.layers) - 1
+    rp = np.zeros((R, N_RP))
+    rp[:, RP_A_I] = p.taur * p.tau_I
+    rp[:, RP_TAU_I] = p.tau_I
+    rp[:, RP_TAU_OUT_NOTGT] = p.tau_P_out_notgt
+    rp[:, RP_GBAS], rp[:, RP_GAPI], rp[:, RP_GDEN], rp[:, RP_GNI], rp[:, RP_GNTGT] = p.gbas, p.gapi, p.gden, p.gnI, p.gntgt
+    rp[:, RP_LO] = dt / p.tauLO
+    rp[:, RP_HP] = dt / p.tauHP
+    rp[:, RP_C_HID] = p.gbas / (p.gl + p.gbas + p.gapi)
+    rp[:, RP_C_OUT] = p.gbas / (p.gl + p.gbas)
+    rp[:, RP_C_DEN] = p.gden / (p.gl + p.gden)
+    rp[:, RP_INV_TAUXI] = 1 / p.tauxi
+    rp[:, RP_SQRT_DT_TAUXI] = np.sqrt(dt * p.tauxi)
+    rp[:, RP_PERIOD] = p.noise_period
+    lp = np.zeros((R, N_LP, L))
+    for i in range(L):
+        lp[:, LP_TAU_P, i] = p.tau_P[i]
+        lp[:, LP_A_P, i] = p.taur * p.tau_P[i]
+        lp[:, LP_DT_ETA_FW, i] = dt * p.eta_fw[i]
+    for i in range(L - 1):
+        lp[:, LP_DT_ETA_IP, i] = dt * p.eta_IP[i]
+        lp[:, LP_DT_ETA_PI, i] = dt * p.eta_PI[i]
+        lp[:, LP_ETA_PI_ON, i] = p.eta_PI[i] != 0
+        lp[:, LP_DT_ETA_BW, i] = dt * p.eta_bw[i]
+        lp[:, LP_DECAY, i] = dt * p.alpha[i] * p.eta_bw[i]
+        lp[:, LP_SCALE, i] = p.noise_scale[i]
+    fl = np.zeros((R, N_FL), dtype=np.int64)
+    fl[:, FL_BP], fl[:, FL_PAL], fl[:, FL_OU] = p.is_bp, p.is_pal, p.noise_ou
+    fl[:, FL_MODE] = [NOISE_MODES.get(m, 0) for m in p.noise_mode]
+    fl[:, FL_USE_ACT], fl[:, FL_HI_PASS], fl[:, FL_W_LO] = p.use_activation, p.pyr_hi_pass, p.dWPP_low_pass
+    fl[:, FL_R_LP], fl[:, FL_POST_LP], fl[:, FL_INTER_LP] = p.r_low_pass, p.post_low_pass, p.inter_low_pass
+    fl[:, FL_GATE], fl[:, FL_VARPHI] = p.gate_regularizer, p.varphi_regularizer
+    layers = np.asarray(p.layers, dtype=np.uint64)
+    acts = np.array([ACTIVATION_CODES[a] for a in p.activations], dtype=np.int64)
+    return rp, lp, fl, layers, acts
+
+
+def _shapes(layers: tuple[int, ...]) -> dict[str, list[tuple[int, ...]]]:
+    """Engine list entry shapes (without the run axis) of every packed field."""
+    L = len(layers) - 1
+    out: dict[str, list[tuple[int, ...]]] = {}
+    for name in VEC_P:
+        out[name] = [(layers[i + 1],) for i in range(L)]
+    for name in VEC_I:
+        out[name] = [(layers[i + 2],) for i in range(L - 1)]
+    for name in VEC_A:
+        out[name] = [(layers[i + 1],) for i in range(L - 1)]
+    for name in MAT_W:
+        out[name] = [(layers[i + 1], layers[i]) for i in range(L)]
+    for name in MAT_I:
+        out[name] = [(layers[i + 2], layers[i + 1]) for i in range(L - 1)]
+    for name in MAT_B:
+        out[name] = [(layers[i + 1], layers[i + 2]) for i in range(L - 1)]
+    return out
+
+
+class _Packed:
+    """The state of ``sim`` in the kernel's padded, transposed layout (plus the generators' states)."""
+
+    def __init__(self, sim: "Simulation") -> None:
+        s, R = sim.state, len(sim.runs)
+        self.shapes = _shapes(sim.params.layers)
+        width = max(sim.params.layers)
+        self.vecs = []
+        for name in VEC_FIELDS:
+            shapes = self.shapes[name]
+            packed = np.zeros((R, max(len(shapes), 1), width))
+            for i, (n,) in enumerate(shapes):
+                packed[:, i, :n] = getattr(s, name)[i]
+            self.vecs.append(packed)
+        self.mats = []
+        for name in MAT_FIELDS:
+            shapes = self.shapes[name]
+            packed = np.zeros((R, max(len(shapes), 1), width, width))
+            for i, (n_post, n_pre) in enumerate(shapes):
+                packed[:, i, :n_pre, :n_post] = np.swapaxes(getattr(s, name)[i], 1, 2)
+            self.mats.append(packed)
+        self.r0 = np.array(s.r0, dtype=np.float64, order="C")
+        self.r0_LO = np.array(s.r0_LO, dtype=np.float64, order="C")
+        self.counter = np.array(s.noise_counter, dtype=np.int64)
+        self.hi_rec = np.zeros_like(self.vecs[VEC_FIELDS.index("rP_breve_HI")])
+        self.mt_key = np.zeros((R, 624), dtype=np.int64)
+        self.mt_pos = np.zeros(R, dtype=np.int64)
+        self.mt_has_gauss = np.zeros(R, dtype=np.int64)
+        self.mt_cached = np.zeros(R)
+
+    def load_rngs(self, rngs: list[np.random.RandomState]) -> None:
+        for r, rng in enumerate(rngs):
+            _, key, pos, has_gauss, cached = rng.get_state()
+            self.mt_key[r] = key
+            self.mt_pos[r], self.mt_has_gauss[r], self.mt_cached[r] = pos, has_gauss, cached
+
+    def store_rngs(self, rngs: list[np.random.RandomState]) -> None:
+        for r, rng in enumerate(rngs):
+            rng.set_state(("MT19937", self.mt_key[r].astype(np.uint32), int(self.mt_pos[r]),
+                           int(self.mt_has_gauss[r]), float(self.mt_cached[r])))
+
+    def unpack_into(self, state: State, step: int, record_view: bool) -> None:
+        """Write the packed state into ``state`` (fresh arrays); ``record_view`` shows r^HI as recorded."""
+        for name, packed in zip(VEC_FIELDS, self.vecs):
+            if record_view and name == "rP_breve_HI":
+                packed = self.hi_rec
+            setattr(state, name, [packed[:, i, :n].copy() for i, (n,) in enumerate(self.shapes[name])])
+        for name, packed in zip(MAT_FIELDS, self.mats):
+            setattr(state, name, [np.ascontiguousarray(np.swapaxes(packed[:, i, :n_pre, :n_post], 1, 2))
+                                  for i, (n_post, n_pre) in enumerate(self.shapes[name])])
+        state.r0 = self.r0.copy()
+        state.r0_LO = self.r0_LO.copy()
+        state.noise_counter = self.counter.copy()
+        state.step = step
+
+
+def _samples(sim: "Simulation", first: int, last: int) -> np.ndarray:
+    """Pattern index of every run in steps first..last (one phase), as ``Simulation._prepare_step`` picks it."""
+    proto = sim.protocol
+    S, N, Tp = proto.settling_steps, proto.steps_per_epoch, proto.steps_per_presentation
+    ks = np.arange(first, last + 1)
+    R = len(sim.runs)
+    if first <= S:
+        return np.ascontiguousarray(np.broadcast_to(((ks - 1) % N) // Tp, (R, len(ks))), dtype=np.uint64)
+    within = (ks - S - 1) % N
+    return np.ascontiguousarray(sim.order[:, within // Tp], dtype=np.uint64)
+
+
+def _segment_end(sim: "Simulation", k: int, end: int, every: int | None) -> int:
+    """Last step of the segment that starts with step k+1: before the next epoch start, at the next record."""
+    proto = sim.protocol
+    S, N = proto.settling_steps, proto.steps_per_epoch
+    stop = min(end, k + MAX_SEGMENT)
+    first = k + 1
+    next_epoch = S + 1 if first <= S else S + 1 + ((first - S - 1) // N + 1) * N
+    stop = min(stop, next_epoch - 1)
+    if every:
+        stop = min(stop, (first + every - 1) // every * every)
+    return stop
+
+
+def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = None) -> None:
+    """Exactly ``sim.advance(n_steps, on_step=recorder)``, with the steps run by the compiled kernel.
+
+    Same final state, generators, presentation order, current input/target and recorder contents; the recorder
+    is called at its record steps only (``step % recorder.every == 0``), which is the only time it records.
+    """
+    end = min(sim.state.step + n_steps, sim.protocol.total_steps)
+    k = sim.state.step
+    if k >= end:
+        return
+    packed = _Packed(sim)
+    rp, lp, fl, layers, acts = _tables(sim)
+    patterns = np.ascontiguousarray(sim.patterns, dtype=np.float64)
+    targets = (np.zeros((len(sim.runs), 1, 1)) if sim.targets is None
+               else np.ascontiguousarray(sim.targets, dtype=np.float64))
+    every = getattr(recorder, "every", None) if recorder is not None else None
+    R = len(sim.runs)
+    runs = np.arange(R)
+    packed.load_rngs(sim.rngs)
+    while k < end:
+        stop = _segment_end(sim, k, end, every)
+        # the lead's own step preparation: shuffles at an epoch start, gives the phase's flags and input
+        packed.store_rngs(sim.rngs)
+        r0, target, learning = sim._prepare_step(k + 1)
+        packed.load_rngs(sim.rngs)
+        samples = _samples(sim, k + 1, stop)
+        if not np.array_equal(r0, patterns[runs, samples[:, 0].astype(np.int64)]):
+            raise RuntimeError("kernel: input schedule disagrees with Simulation._prepare_step")
+        _advance_segment(tuple(packed.vecs), tuple(packed.mats), packed.r0, packed.r0_LO, packed.hi_rec,
+                         packed.counter, packed.mt_key, packed.mt_pos, packed.mt_has_gauss, packed.mt_cached,
+                         patterns, targets, samples, layers, acts, float(sim.params.dt), rp, lp, fl,
+                         bool(learning.forward), bool(learning.lateral), bool(learning.feedback),
+                         target is not None)
+        if stop > k + 1:
+            r0, target, _ = sim._prepare_step(stop)  # not an epoch start: no side effect
+        sim.current_input, sim.current_target = r0, target
+        k = stop
+        if recorder is not None and k % every == 0:
+            packed.unpack_into(sim.state, k, record_view=True)
+            recorder(sim)
+    packed.store_rngs(sim.rngs)
+    packed.unpack_into(sim.state, k, record_view=False)
