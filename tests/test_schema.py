@@ -113,9 +113,9 @@ def test_quickstart_loads() -> None:
     assert experiment.name == "quickstart"
     assert experiment.model_names() == ["BP", "FA", "PAL"]
     assert experiment.protocol() == Protocol(
-        task="bw_only", dataset_size=5, epochs=3, steps_per_presentation=100, settling_steps=500
+        task="bw_only", dataset_size=10, epochs=60, steps_per_presentation=100, settling_steps=500
     )
-    assert experiment.recording.every == 10
+    assert experiment.recording.every == 100
     assert len(experiment.run_specs()) == 9
     assert experiment.model_params("FA").eta_bw == (0.0, 0.0)
     assert experiment.yaml_text == QUICKSTART.read_text(encoding="utf-8")
