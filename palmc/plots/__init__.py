@@ -1,0 +1,42 @@
+"""Interactive plots of palmc recordings (HoloViews, bokeh backend) and the ``palmc plot`` dashboard.
+
+In a notebook::
+
+    import holoviews as hv
+    from palmc.plots import plot_query, weight_trajectories
+    hv.extension("bokeh")
+    plot_query(ds, "angle_BPP_WPPT", select={"phase": "training"})   # mean over seeds + min-max band, per layer
+    weight_trajectories(ds, "BPP")                                     # widgets: model, seed, layer
+
+From the command line, ``palmc plot STORE [QUERIES.yaml] -o dashboard.html`` calls :func:`save_dashboard`.
+"""
+
+from palmc.plots.curves import (
+    METRIC_LABELS,
+    decimate,
+    model_colors,
+    plot_query,
+    plot_result,
+    seed_band,
+    trajectories,
+    value_dimension,
+    voltage_trajectories,
+    weight_trajectories,
+)
+from palmc.plots.dashboard import build_dashboard, default_metrics, save_dashboard
+
+__all__ = [
+    "METRIC_LABELS",
+    "build_dashboard",
+    "decimate",
+    "default_metrics",
+    "model_colors",
+    "plot_query",
+    "plot_result",
+    "save_dashboard",
+    "seed_band",
+    "trajectories",
+    "value_dimension",
+    "voltage_trajectories",
+    "weight_trajectories",
+]
