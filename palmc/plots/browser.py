@@ -8,8 +8,10 @@ Used by the tests (the dashboard must render offline without a JavaScript error)
 How errors are found: a copy of the page gets a first ``<script>`` that records ``window.onerror`` events, failed
 resource loads (e.g. a blocked CDN script), unhandled promise rejections and ``console.error`` calls, then writes
 them with the number of rendered bokeh roots into a ``<pre id="palmc-probe">`` element; Chromium prints the final
-DOM (``--dump-dom``) after a virtual-time budget, in the same run that takes the screenshot. Chromium's own console log (``--enable-logging=stderr``) is
-scanned for ``Uncaught`` as a second net. All network access is blocked (``--host-resolver-rules``).
+DOM (``--dump-dom``) after a virtual-time budget, in the same run that takes the screenshot. Chromium's own
+console log (``--enable-logging=stderr``) is scanned for ``Uncaught`` as a second net. All network access is
+blocked (``--host-resolver-rules``). ``exercise_widgets`` also switches every bokeh ``Select`` to its last option
+before the report, so the widgets' JavaScript callbacks run too.
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ class BrowserReport:
 
 def find_chromium() -> str | None:
     """Path of a Chromium/Chrome executable (``$PALMC_CHROMIUM``, then the usual names), or None."""
-    candidates = [os.environ.get("PALMC_CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium"]
+    candidates = [os.environ.get("PALMC_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
+                  "/usr/bin/chromium"]
     for name in candidates:
         if name and shutil.which(name):
             return shutil.which(name)
@@ -155,7 +158,9 @@ def open_in_chromium(
     """
     chromium = chromium or find_chromium()
     if chromium is None:
-        raise FileNotFoundError("no Chromium found (install it, e.g. apt-get install -y chromium, or set PALMC_CHROMIUM)")
+        raise FileNotFoundError(
+            "no Chromium found (install it, e.g. apt-get install -y chromium, or set PALMC_CHROMIUM)"
+        )
     page = Path(html_path).resolve()
     text = page.read_text(encoding="utf-8")
     probe = _PROBE % {"delay": max(300, budget_ms // 3), "exercise": "true" if exercise_widgets else "false"}

@@ -271,7 +271,10 @@ def plot_result(
     data = decimate(da, max_points).load()
     if logy is None:
         logy = metric.lower() in ("mse", "mse_mean") and _is_positive(data)
-    models = [str(m) for m in data["model"].values] if "model" in data.dims else [str(data.attrs.get("model", ""))]
+    if "model" in data.dims:
+        models = [str(m) for m in data["model"].values]
+    else:  # one model selected (a scalar coordinate) or none
+        models = [str(data["model"].values)] if "model" in data.coords else [""]
     colors = colors or model_colors(models)
     band_text = _band_description(data, band, quantiles)
     layers: list[int | None] = [None]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ from palmc.plots.curves import (
     TIME,
     VOLTAGE_VARIABLES,
     decimate,
-    existing_layers,
     model_colors,
     plot_result,
     trajectories,
@@ -51,6 +49,12 @@ ANGLE_METRICS: tuple[str, ...] = (
 
 FW_BW_METRICS: tuple[str, ...] = ("MSE", "angle_dWPP_BP")
 """fw_bw metrics shown first (when recorded)."""
+
+_BAND_TEXT = {"minmax": " and min-max over seeds (band)", "std": " and mean ± std over seeds (band)",
+              "quantile": " and the 10%-90% quantiles over seeds (band)"}
+
+PLOT_WIDTH = 520
+"""Width of one plot in pixels (two plots per row)."""
 
 _TRAJECTORY_BUDGET = 150_000
 """Points per trajectory plot over all (model, seed, layer) frames (keeps the embedded HTML a few MB)."""
@@ -122,7 +126,8 @@ def _header(ds: xr.Dataset, source: str | None) -> str:
         ("seeds", seed_text or "?"),
         ("dt, Tpres", f"{attrs.get('dt', '?')} ms, {attrs.get('Tpres', '?')} ms"),
         ("records", f"{times.size} (t = {times.min():g} .. {times.max():g} ms)" if times.size else "0"),
-        ("steps", f"{attrs.get('steps_done', '?')} of {attrs.get('steps_total', '?')}, status {attrs.get('status', '?')}"),
+        ("steps", f"{attrs.get('steps_done', '?')} of {attrs.get('steps_total', '?')}, "
+                  f"status {attrs.get('status', '?')}"),
         ("variables", ", ".join(str(v) for v in ds.data_vars if "time" in ds[v].dims)),
     ]
     if "run_status" in ds.data_vars:
@@ -131,7 +136,7 @@ def _header(ds: xr.Dataset, source: str | None) -> str:
         rows.append(("runs", ", ".join(f"{n} {s}" for s, n in counts.items())))
     if source:
         rows.append(("store", f"`{source}`"))
-    lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines.append(" · ".join(f"**{k}** {v}" for k, v in rows))
     return "\n".join(lines)
 
 
@@ -186,13 +191,16 @@ def _default_sections(ds: xr.Dataset, *, max_points: int, max_seeds: int, band: 
         n = ds.sizes.get("seed", 1)
         sections.append(_md(
             "## Learning curves\n"
-            f"Mean over {n} seed{'s' if n != 1 else ''} (line) and min-max over seeds (band), one colour per model. "
+            f"{'Median' if band == 'quantile' else 'Mean'} over {n} seed{'s' if n != 1 else ''} (line)"
+            f"{_BAND_TEXT.get(band, '')}, one colour per model. "
             "Angles in degrees between matrices (Frobenius inner product); 0° = aligned. "
-            + ("Curves are block means of the records to keep the plot small. " if ds.sizes.get("time", 0) > max_points else "")
+            + ("Curves are block means of the records to keep the plot small. "
+               if ds.sizes.get("time", 0) > max_points else "")
             + "Click a legend entry to mute a model."
         ))
         for name, da in results.items():
-            plot = plot_result(da, band=band, max_points=max_points, colors=colors)  # type: ignore[arg-type]
+            plot = plot_result(da, band=band, max_points=max_points, colors=colors,  # type: ignore[arg-type]
+                               width=PLOT_WIDTH)
             sections.append(_md(f"**{_escape(METRIC_LABELS.get(name, name))}**: {_escape(_summary(name))}"))
             sections.append(pn.pane.Bokeh(render_bokeh(plot)))
 
@@ -219,7 +227,7 @@ def _per_run_section(
     models = [str(m) for m in ds["model"].values]
     seeds = [int(s) for s in ds["seed"].values][:max_seeds]
     layers = [int(l) for l in ds["layer"].values if int(l) >= 1]
-    width, height = 460, 280
+    width, height = PLOT_WIDTH, 280
     maps: list[hv.HoloMap] = []
     for variable in weights + voltages:
         maps.append(trajectories(
@@ -233,9 +241,9 @@ def _per_run_section(
     note = "" if len(seeds) == ds.sizes["seed"] else f" (the first {len(seeds)} of {ds.sizes['seed']} seeds)"
     text = (
         "## One run\n"
-        f"Pick the model, seed{note} and layer with the widgets. W^PP\\_l: layer l-1 → l; B^PP\\_l: layer l+1 → apical "
-        "dendrites of layer l (not defined at the output layer). At most 48 entries per matrix are drawn; the "
-        "voltage panel shows the neurons of the layer (at most 48)."
+        f"Pick the model, seed{note} and layer with the widgets. W^PP\\_l: layer l-1 → l; B^PP\\_l: layer l+1 → "
+        "apical dendrites of layer l (not defined at the output layer). At most 48 entries per matrix are drawn; "
+        "the voltage panel shows the neurons of the layer (at most 48)."
     )
     return [_md(text), pn.pane.Bokeh(layout)]
 
@@ -250,7 +258,8 @@ def _query_sections(ds: xr.Dataset, queries_path: str | Path, *, max_points: int
         result = evaluate(q, ds, name=name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            plot = plot_result(result, title=name, band=band, max_points=max_points, colors=colors)  # type: ignore[arg-type]
+            plot = plot_result(result, title=name, band=band, max_points=max_points,  # type: ignore[arg-type]
+                               colors=colors, width=PLOT_WIDTH)
         text = f"**{name}**: `{q.model_dump_json(exclude_defaults=True, exclude={'description'})}`"
         if q.description:
             text += f"  \n{q.description}"
@@ -284,7 +293,39 @@ def build_dashboard(
         parts += _query_sections(ds, queries_path, max_points=max_points, band=band)
     if len(parts) == 1:
         parts.append(_md("_Nothing to plot: the store holds no variable that a default plot uses._"))
-    return pn.Column(*parts, sizing_mode="fixed", width=1000)
+    return pn.Column(*parts, sizing_mode="fixed", width=2 * PLOT_WIDTH + 100)
+
+
+def _inline_stylesheets(root: Any) -> None:
+    """Replace panel's stylesheets linked from its CDN by their text (shipped with panel), so the page needs no
+    network for its styling either (``bokeh.resources.INLINE`` inlines the JavaScript, not these sheets)."""
+    from bokeh.models import ImportedStyleSheet, InlineStyleSheet
+    from panel.io.resources import CDN_DIST
+
+    dist = Path(pn.__file__).parent / "dist"
+    cache: dict[str, Any] = {}
+
+    def local(url: str) -> str | None:
+        url = url.split("?")[0]
+        if not url.startswith(CDN_DIST):
+            return None
+        path = dist / url[len(CDN_DIST):]
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def inline(sheet: Any) -> Any:
+        if isinstance(sheet, ImportedStyleSheet):
+            css = local(sheet.url)
+            if css is not None:
+                return cache.setdefault(sheet.url, InlineStyleSheet(css=css))
+        elif isinstance(sheet, str) and sheet.startswith("http"):
+            css = local(sheet)
+            return css if css is not None else sheet
+        return sheet
+
+    for model in list(root.references()):
+        sheets = getattr(model, "stylesheets", None)
+        if sheets:
+            model.stylesheets = [inline(sheet) for sheet in sheets]
 
 
 def save_dashboard(
@@ -295,10 +336,13 @@ def save_dashboard(
 ) -> Path:
     """Write the dashboard of a store (path or open Dataset) to ``out_html``, one offline HTML file.
 
-    Bokeh's JavaScript is inlined (``bokeh.resources.INLINE``) and the widget states are embedded, so the file
-    needs neither a network nor a server. ``kwargs`` go to :func:`build_dashboard`. Returns the path written.
+    Bokeh's JavaScript and panel's stylesheets are inlined (``bokeh.resources.INLINE``) and the per-run widgets
+    switch frames in the browser, so the file needs neither a network nor a server. ``kwargs`` go to
+    :func:`build_dashboard`. Returns the path written.
     """
+    from bokeh.document import Document
     from bokeh.resources import INLINE
+    from panel.io.save import save as save_panel
 
     from palmc.query import open_store
 
@@ -311,8 +355,12 @@ def save_dashboard(
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     title = f"palmc: {ds.attrs.get('name', 'dashboard')}"
+    doc = Document(title=title)
+    root = dashboard.get_root(doc)
+    _inline_stylesheets(root)
+    if root.document is None:
+        doc.add_root(root)
     # no icon links: panel's template points them at its CDN, and the file must not reference the network
     offline = {"apple_icon": "", "app_favicon": ""}
-    dashboard.save(str(out), embed=True, resources=INLINE, progress=False, title=title, max_states=1000,
-                   template_variables=offline)
+    save_panel(doc, str(out), resources=INLINE, title=title, template_variables=offline)
     return out

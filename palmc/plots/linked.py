@@ -64,11 +64,11 @@ def _title(element: hv.Element | hv.Overlay) -> str:
     return str(element.label or "")
 
 
-def _yrange(curves: list[hv.Curve]) -> list[float] | None:
+def _yrange(curves: list[hv.Curve]) -> list[float]:
     values = np.concatenate([np.asarray(c.dimension_values(1), dtype=float) for c in curves])
     finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return None
+    if finite.size == 0:  # an empty frame (e.g. B^PP at the output layer)
+        return [-1.0, 1.0]
     low, high = float(finite.min()), float(finite.max())
     pad = 0.05 * (high - low) if high > low else max(abs(high) * 0.05, 1e-3)
     return [low - pad, high + pad]
@@ -112,7 +112,7 @@ def linked_holomaps(
             raise ValueError(f"expected {n} line renderers in the first frame, found {len(renderers)}")
         frames: dict[str, list[ColumnDataSource]] = {}
         titles: dict[str, str] = {}
-        yranges: dict[str, list[float] | None] = {}
+        yranges: dict[str, list[float]] = {}
         for key, element in hmap.data.items():
             curves = _curves(element)
             if len(curves) != n:
