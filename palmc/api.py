@@ -30,7 +30,7 @@ def _as_experiment(experiment):
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, desc="seed-steps",
                 smoothing=0.1, dynamic_ncols=True)

@@ -116,3 +116,14 @@ def test_killed_run_is_readable_and_resumes_exactly(tmp_path: Path) -> None:
     uninterrupted = palmc.simulate(exp, tmp_path / "uninterrupted.zarr", workers=1, engine="numpy", progress=False)
     xr.testing.assert_identical(_data_vars(palmc.open(store)).load(), _data_vars(palmc.open(uninterrupted)).load())
     assert palmc.open(store).attrs["status"] == "complete"
+
+
+def test_bp_and_fa_need_no_pal_sections(tmp_path: Path) -> None:
+    exp = write_experiment(tmp_path, task="fw_bw", layers=(2, 3, 2), models="  - {kind: BP}\n  - {kind: FA}",
+                           variables="WPP, MSE")
+    text = "\n".join(line for line in exp.read_text().splitlines()
+                     if not line.startswith("noise:") and not line.strip().startswith("alpha:"))
+    exp.write_text(text + "\n")
+    store = palmc.simulate(exp, workers=1, progress=False)
+    mse = palmc.open(store)["MSE"].sel(model="BP")
+    assert np.isfinite(mse.isel(time=-1)).all()

@@ -83,7 +83,8 @@ class BatchParams:
             return _stack([getattr(p, name) for p in models])
 
         def per_layer(name: str, n: int) -> Layered:
-            return [_stack([getattr(p, name)[i] for p in models]) for i in range(n)]
+            # PAL-only lists (alpha, noise_scale) may be empty for BP/FA models, which never read them
+            return [_stack([getattr(p, name)[i] if getattr(p, name) else 0.0 for p in models]) for i in range(n)]
 
         is_pal = np.array([p.model == "PAL" for p in models])
         gl, gbas, gapi, gden, gnI, gntgt = (col(n) for n in ("gl", "gbas", "gapi", "gden", "gnI", "gntgt"))
