@@ -17,7 +17,7 @@ import numpy as np
 from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.store.layout import Variable, record_shape, variables_for
 
-CHUNK_BYTES_PER_RUN = 2**19  # target size of one stored chunk of the largest variable
+CHUNK_BYTES_PER_RUN = 2**20  # target size of one stored chunk of the largest variable
 
 
 def default_workers() -> int:

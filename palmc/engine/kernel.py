@@ -23,11 +23,16 @@ contiguous postsynaptic indices, which the compiler vectorises.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import fields
-from typing import TYPE_CHECKING
+from decimal import Decimal, localcontext
+from typing import TYPE_CHECKING, Iterator
 
+import numba
 import numpy as np
-from numba import njit
+from llvmlite import ir as llvm_ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from palmc.engine.state import State
 
@@ -65,6 +70,81 @@ FL_BP, FL_PAL, FL_OU, FL_MODE, FL_USE_ACT, FL_HI_PASS, FL_W_LO, FL_R_LP, FL_POST
 N_FL = 12
 
 
+# -- exp, vectorisable and bit-identical to glibc's ------------------------------------------------------------
+# The logistic's exp is most of the arithmetic cost of a step, and libm's exp cannot be vectorised. glibc (2.28+,
+# x86-64 with FMA, which is what NumPy calls here) computes exp(x) = 2^(k/128) exp(r) with a 128-entry table and
+# a degree-5 polynomial; the same operations below (same fused multiply-adds) give the same bits for
+# |x| < 512. Other inputs (and any other libm) are handled by ``_phi``'s libm path: see ``_phi4``.
+@intrinsic
+def _bits(typingctx, x):  # type: ignore[no-untyped-def]
+    """The IEEE bits of a float64, as uint64."""
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], llvm_ir.IntType(64))
+    return types.uint64(types.float64), codegen
+
+
+@intrinsic
+def _from_bits(typingctx, i):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], llvm_ir.DoubleType())
+    return types.float64(types.uint64), codegen
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+    """a * b + c with a single rounding."""
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.fma(*args)
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+
+def _exp_constants() -> tuple[np.ndarray, float, float, float]:
+    """glibc's __exp_data table (2^(k/128) = H_k (1 + T_k)) and reduction constants, derived exactly."""
+    as_bits = lambda v: int(np.float64(v).view(np.uint64))  # noqa: E731
+    table = np.zeros(256, dtype=np.uint64)
+    with localcontext() as ctx:
+        ctx.prec = 60
+        for k in range(128):
+            exact = Decimal(2) ** (Decimal(k) / Decimal(128))
+            head = float(exact)
+            tail = float((exact - Decimal(head)) / Decimal(head))
+            table[2 * k] = as_bits(tail) if tail != 0 else 0
+            table[2 * k + 1] = (as_bits(head) - (k << 45)) % 2**64
+        ln2_n = Decimal(2).ln() / 128
+        hi = float(np.uint64(as_bits(float(ln2_n)) & ~0xFFFF).view(np.float64))  # 16 low bits cleared
+        return table, float(1 / ln2_n), -hi, -float(ln2_n - Decimal(hi))
+
+
+_EXP_TAB, _INVLN2N, _NEGLN2HIN, _NEGLN2LON = _exp_constants()
+_SHIFT = float.fromhex("0x1.8p52")
+# the polynomial of exp(r) - 1 - r (glibc/ARM optimized-routines, EXP_POLY_ORDER 5)
+_C2, _C3, _C4, _C5 = (float.fromhex(h) for h in ("0x1.ffffffffffdbdp-2", "0x1.555555555543cp-3",
+                                                    "0x1.55555cf172b91p-5", "0x1.1111167a4d017p-7"))
+_U1, _U45, _U52, _U7F, _U7FF, _U408 = (np.uint64(v) for v in (1, 45, 52, 0x7F, 0x7FF, 0x408))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _exp_fast(x: float) -> float:
+    """exp(x) for |x| < 512 (and tiny or zero x); branch-free, so four of them vectorise."""
+    kd = _fma(x, _INVLN2N, _SHIFT)
+    ki = _bits(kd)
+    kd = kd - _SHIFT
+    r = _fma(kd, _NEGLN2HIN, x)
+    r = _fma(kd, _NEGLN2LON, r)
+    idx = (ki & _U7F) << _U1
+    scale = _from_bits(_EXP_TAB[idx + _U1] + (ki << _U45))
+    head = r + _from_bits(_EXP_TAB[idx])
+    r2 = r * r
+    tmp = _fma(r2 * r2, _fma(r, _C5, _C4), _fma(_fma(r, _C3, _C2), r2, head))
+    return _fma(scale, tmp, scale)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _exp_in_range(x: float) -> bool:
+    """|x| < 512 (NaN and inf excluded): where ``_exp_fast`` is glibc's exp."""
+    return ((_bits(x) >> _U52) & _U7FF) < _U408
+
+
 # -- activations (activations.py, value for value) ----------------------------------------------------------
 @njit(cache=True, error_model="numpy", inline="always")
 def _heaviside0(x: float) -> float:
@@ -76,6 +156,7 @@ def _heaviside0(x: float) -> float:
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _phi(code: int, x: float) -> float:
+    """phi(x) with libm, exactly as NumPy computes it."""
     if code == 0:  # logistic
         return 1.0 / (1.0 + math.exp(-x))
     if code == 1:
@@ -107,6 +188,19 @@ def _phi_prime(code: int, x: float) -> float:
         return 1.0
     s = x / 6.0 + 0.5
     return _heaviside0(s) * _heaviside0(1.0 - s)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _phi4(code: int, x0: float, x1: float, x2: float, x3: float) -> tuple[float, float, float, float, bool]:
+    """phi of four neighbours at once (vectorised for the logistic), and whether all were in the fast range.
+
+    When the flag is False the caller recomputes the block with ``_phi`` (libm), so results never depend on it.
+    """
+    if code == 0:
+        e0, e1, e2, e3 = _exp_fast(-x0), _exp_fast(-x1), _exp_fast(-x2), _exp_fast(-x3)
+        ok = _exp_in_range(-x0) & _exp_in_range(-x1) & _exp_in_range(-x2) & _exp_in_range(-x3)
+        return 1.0 / (1.0 + e0), 1.0 / (1.0 + e1), 1.0 / (1.0 + e2), 1.0 / (1.0 + e3), ok
+    return _phi(code, x0), _phi(code, x1), _phi(code, x2), _phi(code, x3), True
 
 
 # -- legacy RandomState (numpy/random/src/mt19937 and legacy-distributions.c), bit for bit --------------------
@@ -172,8 +266,13 @@ def _four_words_slow(mt_key: np.ndarray, mt_out: np.ndarray, r: int, pos: int) -
 
 
 # -- the kernel ----------------------------------------------------------------------------------------------
-# Every index in the kernel is unsigned (np.uint64): numba checks signed indices for negative values at every
-# access, which blocks vectorisation and doubled the cost of these short loops. U1 etc. keep arithmetic unsigned.
+# Speed notes (measured; they shape how the loops below are written):
+# * indices are unsigned (np.uint64): numba checks signed indices for negative values at every access, which
+#   blocks vectorisation and doubled the cost of these short loops; U1 etc. keep the arithmetic unsigned;
+# * per-neuron loops run over whole blocks of four, loads before stores, which LLVM's SLP vectoriser turns into
+#   AVX2 operations (see ``_compiling``); layers are padded to multiples of four with zeros, and padded lanes
+#   never feed a real value (every sum over presynaptic neurons runs over the real ones only);
+# * no helper that takes arrays is called per step (each call costs reference counting), except rarely.
 U0, U1, U2, U3, U4 = np.uint64(0), np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
 
 
@@ -195,15 +294,16 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
     nL, Wd = layers.shape[0] - 1, uP.shape[2]
     L = np.uint64(nL)
     H = L - U1
-    n_in, n_out = layers[0], layers[L]
-    # scratch, per step
-    rP_old, rI_old, r0_old = np.zeros((nL, Wd)), np.zeros((max(nL - 1, 1), Wd)), np.zeros(n_in)
-    dUP, dUI = np.zeros((nL, Wd)), np.zeros((max(nL - 1, 1), Wd))
-    postP, postI = np.zeros((nL, Wd)), np.zeros((max(nL - 1, 1), Wd))  # postsynaptic factors of dW^PP, dW^IP
-    neg_vapi_old = np.zeros((max(nL - 1, 1), Wd))  # postsynaptic factor of dB^PI
-    x, y = np.zeros(Wd), np.zeros(Wd)  # mat-vec input and output
+    n_in = layers[0]
+    n4 = (layers + U3) // U4 * U4  # padded layer sizes
+    nH = max(nL - 1, 1)
+    rP_old, rI_old, r0_old = np.zeros((nL, Wd)), np.zeros((nH, Wd)), np.zeros(Wd)
+    dUP, dUI = np.zeros((nL, Wd)), np.zeros((nH, Wd))
+    postP, postI = np.zeros((nL, Wd)), np.zeros((nH, Wd))  # postsynaptic factors of dW^PP, dW^IP
+    neg_vapi_old = np.zeros((nH, Wd))  # postsynaptic factor of dB^PI
+    x, y, y2 = np.zeros(Wd), np.zeros(Wd), np.zeros(Wd)  # mat-vec input and outputs
     slope = np.zeros((nL, Wd))  # phi' for the varphi regularizer; the output row stays 0 (feedback.py)
-    redraw = np.zeros(max(nL - 1, 1), dtype=np.bool_)
+    redraw = np.zeros(nH, dtype=np.bool_)
     gbuf = np.zeros(nL * Wd + 2)  # the normals of one step
     pair_x1, pair_x2, pair_r2 = np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd)
     mt_out = np.empty_like(mt_key)
@@ -226,140 +326,157 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
             last = j == n_steps - U1
             smp = samples[r, j]
 
-            # ---- step 1: lookahead voltages u-breve and rates r-breve (keeping the old rates); new input
+            # ---- step 1: lookahead u-breve = u_old + taur tau (u - u_old) / dt and rates phi(u-breve),
+            # keeping the old rates; then the new input
             for i in range(L):
-                n, a_P, code = layers[i + U1], lp[r, LP_A_P, i], acts[i]
-                for a in range(n):
-                    rP_old[i, a] = rP[r, i, a]
-                    uP_breve[r, i, a] = uP_old[r, i, a] + a_P * (uP[r, i, a] - uP_old[r, i, a]) / dt
-                    uP_old[r, i, a] = uP[r, i, a]
-                if code == 0:
-                    for a in range(n):
-                        rP[r, i, a] = 1.0 / (1.0 + math.exp(-uP_breve[r, i, a]))
-                else:
+                n, a_P, code = n4[i + U1], lp[r, LP_A_P, i], acts[i]
+                ok = True
+                for a in range(U0, n, U4):
+                    a1, a2, a3 = a + U1, a + U2, a + U3
+                    o0, o1, o2, o3 = uP_old[r, i, a], uP_old[r, i, a1], uP_old[r, i, a2], uP_old[r, i, a3]
+                    u0, u1, u2, u3 = uP[r, i, a], uP[r, i, a1], uP[r, i, a2], uP[r, i, a3]
+                    q0, q1, q2, q3 = rP[r, i, a], rP[r, i, a1], rP[r, i, a2], rP[r, i, a3]
+                    b0, b1, b2, b3 = (o0 + a_P * (u0 - o0) / dt, o1 + a_P * (u1 - o1) / dt,
+                                      o2 + a_P * (u2 - o2) / dt, o3 + a_P * (u3 - o3) / dt)
+                    p0, p1, p2, p3, ok4 = _phi4(code, b0, b1, b2, b3)
+                    ok &= ok4
+                    rP_old[i, a], rP_old[i, a1], rP_old[i, a2], rP_old[i, a3] = q0, q1, q2, q3
+                    uP_breve[r, i, a], uP_breve[r, i, a1], uP_breve[r, i, a2], uP_breve[r, i, a3] = b0, b1, b2, b3
+                    uP_old[r, i, a], uP_old[r, i, a1], uP_old[r, i, a2], uP_old[r, i, a3] = u0, u1, u2, u3
+                    rP[r, i, a], rP[r, i, a1], rP[r, i, a2], rP[r, i, a3] = p0, p1, p2, p3
+                if not ok:
                     for a in range(n):
                         rP[r, i, a] = _phi(code, uP_breve[r, i, a])
             for i in range(H):
-                n, code = layers[i + U2], acts[i + U1]
-                for a in range(n):
-                    rI_old[i, a] = rI[r, i, a]
-                    uI_breve[r, i, a] = uI_old[r, i, a] + a_I * (uI[r, i, a] - uI_old[r, i, a]) / dt
-                    uI_old[r, i, a] = uI[r, i, a]
-                if code == 0:
-                    for a in range(n):
-                        rI[r, i, a] = 1.0 / (1.0 + math.exp(-uI_breve[r, i, a]))
-                else:
+                n, code = n4[i + U2], acts[i + U1]
+                ok = True
+                for a in range(U0, n, U4):
+                    a1, a2, a3 = a + U1, a + U2, a + U3
+                    o0, o1, o2, o3 = uI_old[r, i, a], uI_old[r, i, a1], uI_old[r, i, a2], uI_old[r, i, a3]
+                    u0, u1, u2, u3 = uI[r, i, a], uI[r, i, a1], uI[r, i, a2], uI[r, i, a3]
+                    q0, q1, q2, q3 = rI[r, i, a], rI[r, i, a1], rI[r, i, a2], rI[r, i, a3]
+                    b0, b1, b2, b3 = (o0 + a_I * (u0 - o0) / dt, o1 + a_I * (u1 - o1) / dt,
+                                      o2 + a_I * (u2 - o2) / dt, o3 + a_I * (u3 - o3) / dt)
+                    p0, p1, p2, p3, ok4 = _phi4(code, b0, b1, b2, b3)
+                    ok &= ok4
+                    rI_old[i, a], rI_old[i, a1], rI_old[i, a2], rI_old[i, a3] = q0, q1, q2, q3
+                    uI_breve[r, i, a], uI_breve[r, i, a1], uI_breve[r, i, a2], uI_breve[r, i, a3] = b0, b1, b2, b3
+                    uI_old[r, i, a], uI_old[r, i, a1], uI_old[r, i, a2], uI_old[r, i, a3] = u0, u1, u2, u3
+                    rI[r, i, a], rI[r, i, a1], rI[r, i, a2], rI[r, i, a3] = p0, p1, p2, p3
+                if not ok:
                     for a in range(n):
                         rI[r, i, a] = _phi(code, uI_breve[r, i, a])
             for b in range(n_in):
                 r0_old[b] = r0[r, b]
                 r0[r, b] = patterns[r, smp, b]
 
-            # ---- step 4, first part (needs vbas, vden, vapi of the previous step, so it runs before step 2):
-            # the postsynaptic factors of the increments, and the rate filters of dynamics._forward_increments
+            # ---- step 4, first part (it needs vbas, vden and vapi of the previous step, so it runs before
+            # step 2): postsynaptic factors of the increments and the rate filters (dynamics._forward_increments)
             need_fw = forward or last
             for i in range(L):
-                n_post, n_pre, code = layers[i + U1], layers[i], acts[i]
+                n, code = n4[i + U1], acts[i]
                 c = c_out if i == L - U1 else c_hid
                 if need_fw or post_lp:
-                    if use_act:
-                        for a in range(n_post):
-                            postP[i, a] = rP[r, i, a] - _phi(code, c * vbas[r, i, a])
-                    else:
-                        for a in range(n_post):
+                    if use_act:  # r-breve - phi(c v^bas_old)
+                        ok = True
+                        for a in range(U0, n, U4):
+                            a1, a2, a3 = a + U1, a + U2, a + U3
+                            p0, p1, p2, p3, ok4 = _phi4(code, c * vbas[r, i, a], c * vbas[r, i, a1],
+                                                        c * vbas[r, i, a2], c * vbas[r, i, a3])
+                            ok &= ok4
+                            postP[i, a], postP[i, a1] = rP[r, i, a] - p0, rP[r, i, a1] - p1
+                            postP[i, a2], postP[i, a3] = rP[r, i, a2] - p2, rP[r, i, a3] - p3
+                        if not ok:
+                            for a in range(n):
+                                postP[i, a] = rP[r, i, a] - _phi(code, c * vbas[r, i, a])
+                    else:  # u-breve - c v^bas_old
+                        for a in range(n):
                             postP[i, a] = uP_breve[r, i, a] - c * vbas[r, i, a]
-                if r_lp:  # low-passed presynaptic rates (input, then pyramidal layer i-1)
+                if r_lp:  # low-passed presynaptic rates: input, then pyramidal layer i-1
                     if i == U0:
-                        for b in range(n_pre):
+                        for b in range(n_in):
                             r0_LO[r, b] = r0_LO[r, b] + lo * (r0_old[b] - r0_LO[r, b])
                     else:
-                        for b in range(n_pre):
+                        for b in range(layers[i]):
                             r_LO[r, i - U1, b] = r_LO[r, i - U1, b] + lo * (rP_old[i - U1, b] - r_LO[r, i - U1, b])
                 if post_lp:
-                    for a in range(n_post):
+                    for a in range(n):
                         post_LO[r, i, a] = post_LO[r, i, a] + lo * (postP[i, a] - post_LO[r, i, a])
                         postP[i, a] = post_LO[r, i, a]
             if lateral or last:
                 for i in range(H):
-                    code = acts[i + U1]
-                    for a in range(layers[i + U2]):
-                        postI[i, a] = rI[r, i, a] - _phi(code, c_den * vden[r, i, a])
-                    for a in range(layers[i + U1]):
+                    n, code = n4[i + U2], acts[i + U1]
+                    ok = True
+                    for a in range(U0, n, U4):  # r^I - phi(g_den/(g_l+g_den) v^den_old)
+                        a1, a2, a3 = a + U1, a + U2, a + U3
+                        p0, p1, p2, p3, ok4 = _phi4(code, c_den * vden[r, i, a], c_den * vden[r, i, a1],
+                                                    c_den * vden[r, i, a2], c_den * vden[r, i, a3])
+                        ok &= ok4
+                        postI[i, a], postI[i, a1] = rI[r, i, a] - p0, rI[r, i, a1] - p1
+                        postI[i, a2], postI[i, a3] = rI[r, i, a2] - p2, rI[r, i, a3] - p3
+                    if not ok:
+                        for a in range(n):
+                            postI[i, a] = rI[r, i, a] - _phi(code, c_den * vden[r, i, a])
+                    for a in range(n4[i + U1]):
                         neg_vapi_old[i, a] = -vapi[r, i, a]
 
-            # ---- step 2: dendritic potentials; mat-vecs summed over b in order, four outputs at a time
+            # ---- step 2: dendritic potentials. Mat-vecs y = W x sum over the real presynaptic b in order,
+            # as axpys over blocks of four outputs.
             for i in range(L):  # v^bas_i = W^PP_i r_{i-1}
-                n_post, n_pre = layers[i + U1], layers[i]
+                n, n_pre = n4[i + U1], layers[i]
                 if i == U0:
                     for b in range(n_pre):
                         x[b] = r0[r, b]
                 else:
                     for b in range(n_pre):
                         x[b] = rP[r, i - U1, b]
-                n4 = n_post - n_post % U4
-                for a0 in range(U0, n4, U4):
-                    s0 = s1 = s2 = s3 = 0.0
-                    for b in range(n_pre):
-                        xb = x[b]
-                        s0 += WPP[r, i, b, a0] * xb
-                        s1 += WPP[r, i, b, a0 + U1] * xb
-                        s2 += WPP[r, i, b, a0 + U2] * xb
-                        s3 += WPP[r, i, b, a0 + U3] * xb
-                    vbas[r, i, a0], vbas[r, i, a0 + U1], vbas[r, i, a0 + U2], vbas[r, i, a0 + U3] = s0, s1, s2, s3
-                for a in range(n4, n_post):
-                    s0 = 0.0
-                    for b in range(n_pre):
-                        s0 += WPP[r, i, b, a] * x[b]
-                    vbas[r, i, a] = s0
-            for i in range(H):  # v^den_i = W^IP_i r_i (optionally low-passed)
-                n_post, n_pre = layers[i + U2], layers[i + U1]
-                n4 = n_post - n_post % U4
-                for a0 in range(U0, n4, U4):
-                    s0 = s1 = s2 = s3 = 0.0
-                    for b in range(n_pre):
-                        xb = rP[r, i, b]
-                        s0 += WIP[r, i, b, a0] * xb
-                        s1 += WIP[r, i, b, a0 + U1] * xb
-                        s2 += WIP[r, i, b, a0 + U2] * xb
-                        s3 += WIP[r, i, b, a0 + U3] * xb
-                    y[a0], y[a0 + U1], y[a0 + U2], y[a0 + U3] = s0, s1, s2, s3
-                for a in range(n4, n_post):
-                    s0 = 0.0
-                    for b in range(n_pre):
-                        s0 += WIP[r, i, b, a] * rP[r, i, b]
-                    y[a] = s0
+                for a in range(n):
+                    y[a] = 0.0
+                for b in range(n_pre):
+                    xb = x[b]
+                    for a in range(U0, n, U4):
+                        a1, a2, a3 = a + U1, a + U2, a + U3
+                        w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
+                        s0, s1, s2, s3 = y[a], y[a1], y[a2], y[a3]
+                        y[a], y[a1], y[a2], y[a3] = s0 + w0 * xb, s1 + w1 * xb, s2 + w2 * xb, s3 + w3 * xb
+                for a in range(n):
+                    vbas[r, i, a] = y[a]
+            for i in range(H):  # v^den_i = W^IP_i r_i, low-passed with inter_low_pass
+                n, n_pre = n4[i + U2], layers[i + U1]
+                for a in range(n):
+                    y[a] = 0.0
+                for b in range(n_pre):
+                    xb = rP[r, i, b]
+                    for a in range(U0, n, U4):
+                        a1, a2, a3 = a + U1, a + U2, a + U3
+                        w0, w1, w2, w3 = WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3]
+                        s0, s1, s2, s3 = y[a], y[a1], y[a2], y[a3]
+                        y[a], y[a1], y[a2], y[a3] = s0 + w0 * xb, s1 + w1 * xb, s2 + w2 * xb, s3 + w3 * xb
                 if inter_lp:
-                    for a in range(n_post):
+                    for a in range(n):
                         vden[r, i, a] = vden[r, i, a] + lo * (y[a] - vden[r, i, a])
                 else:
-                    for a in range(n_post):
+                    for a in range(n):
                         vden[r, i, a] = y[a]
-            for i in range(H):  # v^api_i = B^PP_i r_{i+1} + B^PI_i r^I_i; the soma gets + xi (old noise)
-                n_post, n_pre = layers[i + U1], layers[i + U2]
-                n4 = n_post - n_post % U4
-                for a0 in range(U0, n4, U4):
-                    s0 = s1 = s2 = s3 = 0.0
-                    t0 = t1 = t2 = t3 = 0.0
-                    for b in range(n_pre):
-                        xb, xc = rP[r, i + U1, b], rI[r, i, b]
-                        s0 += BPP[r, i, b, a0] * xb
-                        s1 += BPP[r, i, b, a0 + U1] * xb
-                        s2 += BPP[r, i, b, a0 + U2] * xb
-                        s3 += BPP[r, i, b, a0 + U3] * xb
-                        t0 += BPI[r, i, b, a0] * xc
-                        t1 += BPI[r, i, b, a0 + U1] * xc
-                        t2 += BPI[r, i, b, a0 + U2] * xc
-                        t3 += BPI[r, i, b, a0 + U3] * xc
-                    vapi[r, i, a0], vapi[r, i, a0 + U1] = s0 + t0, s1 + t1
-                    vapi[r, i, a0 + U2], vapi[r, i, a0 + U3] = s2 + t2, s3 + t3
-                for a in range(n4, n_post):
-                    s0 = t0 = 0.0
-                    for b in range(n_pre):
-                        s0 += BPP[r, i, b, a] * rP[r, i + U1, b]
-                        t0 += BPI[r, i, b, a] * rI[r, i, b]
-                    vapi[r, i, a] = s0 + t0
-                for a in range(n_post):
-                    vapi_noise[r, i, a] = vapi[r, i, a] + noise[r, i, a]
+            for i in range(H):  # v^api_i = B^PP_i r_{i+1} + B^PI_i r^I_i; the soma gets + xi (the old noise)
+                n, n_pre = n4[i + U1], layers[i + U2]
+                for a in range(n):
+                    y[a] = 0.0
+                    y2[a] = 0.0
+                for b in range(n_pre):
+                    xb, xc = rP[r, i + U1, b], rI[r, i, b]
+                    for a in range(U0, n, U4):
+                        a1, a2, a3 = a + U1, a + U2, a + U3
+                        w0, w1, w2, w3 = BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3]
+                        v0, v1, v2, v3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
+                        s0, s1, s2, s3 = y[a], y[a1], y[a2], y[a3]
+                        t0, t1, t2, t3 = y2[a], y2[a1], y2[a2], y2[a3]
+                        y[a], y[a1], y[a2], y[a3] = s0 + w0 * xb, s1 + w1 * xb, s2 + w2 * xb, s3 + w3 * xb
+                        y2[a], y2[a1], y2[a2], y2[a3] = t0 + v0 * xc, t1 + v1 * xc, t2 + v2 * xc, t3 + v3 * xc
+                for a in range(n):
+                    v = y[a] + y2[a]
+                    vapi[r, i, a] = v
+                    vapi_noise[r, i, a] = v + noise[r, i, a]
 
             # ---- step 3a: PAL noise (noise.draw_noise). Which layers redraw (xi all zero, or the counter
             # shared by all layers hits the period) does not depend on the draws, so it is settled first and
@@ -378,7 +495,7 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                         counter[r] = 0
                         m += layers[i + U1]
                     counter[r] += 1
-                # legacy_gauss: the cached value of the last pair first, then new pairs (polar method)
+                # legacy_gauss: the cached value of the last pair first, then new pairs of the polar method
                 k = U0
                 if m > U0 and has_gauss:
                     gbuf[0], has_gauss, cached = cached, 0, 0.0
@@ -396,12 +513,12 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                         if r2 < 1.0 and r2 != 0.0:
                             break
                     pair_x1[p], pair_x2[p], pair_r2[p] = x1, x2, r2
-                for p in range(n_pairs):  # the costly part, now free of the branchy acceptance loop
+                for p in range(n_pairs):  # the costly part, free of the branchy acceptance loop
                     r2 = pair_r2[p]
                     f = math.sqrt(-2.0 * math.log(r2) / r2)
                     gbuf[k + U2 * p] = f * pair_x2[p]
                     gbuf[k + U2 * p + U1] = f * pair_x1[p]
-                if m > U0 and (m - k) % U2 == U1:  # an odd count leaves the pair's second value cached
+                if m > U0 and (m - k) % U2 == U1:  # an odd count leaves the last pair's second value cached
                     has_gauss, cached = 1, gbuf[m]
                 k = U0
                 for i in range(H):
@@ -427,131 +544,160 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
 
             # ---- step 3b: somatic increments (the soma sees the previous step's noise via vapi_noise)
             for i in range(H):
-                for a in range(layers[i + U2]):
+                for a in range(n4[i + U2]):
                     dUI[i, a] = dt * ((tau_I * (gden * vden[r, i, a] + gnI * uP_breve[r, i + U1, a]) - uI[r, i, a]) / tau_I)
             noisy = is_pal and feedback
             for i in range(H):
                 tau = lp[r, LP_TAU_P, i]
                 if noisy:
-                    for a in range(layers[i + U1]):
+                    for a in range(n4[i + U1]):
                         dUP[i, a] = dt * ((tau * (gbas * vbas[r, i, a] + gapi * vapi_noise[r, i, a]) - uP[r, i, a]) / tau)
                 else:
-                    for a in range(layers[i + U1]):
+                    for a in range(n4[i + U1]):
                         dUP[i, a] = dt * ((tau * (gbas * vbas[r, i, a] + gapi * vapi[r, i, a]) - uP[r, i, a]) / tau)
             if has_target:
-                for a in range(n_out):
+                for a in range(n4[L]):
                     drive = tau_out * (gbas * vbas[r, H, a] + gntgt * targets[r, smp, a])
                     dUP[H, a] = dt * ((drive - uP[r, H, a]) / tau_out)
             else:  # target-free drive, nudged time constant in the division (dynamics.py)
-                for a in range(n_out):
+                for a in range(n4[L]):
                     drive = tau_out_notgt * (gbas * vbas[r, H, a])
                     dUP[H, a] = dt * ((drive - uP[r, H, a]) / tau_out)
 
             # ---- step 4, rest, fused with step 5 (apply): each increment is computed, stored and, when the
-            # phase allows it, added in the same pass over its matrix. Order as in dynamics.py where it matters:
-            # BP's reset reads W^PP before this step's update, so the feedback pass comes first.
+            # phase allows it, added in the same pass over its matrix. BP's reset reads W^PP before this
+            # step's update (dynamics.py order), so the feedback pass comes first.
             if is_pal and varphi and (feedback or last):
                 for i in range(H):
                     code = acts[i]
                     for a in range(layers[i + U1]):
                         slope[i, a] = _phi_prime(code, uP_breve[r, i, a])
             for i in range(H):
-                n_post, n_pre = layers[i + U1], layers[i + U2]
+                n, n_pre = n4[i + U1], layers[i + U2]
                 eta_PI, eta_PI_on = lp[r, LP_DT_ETA_PI, i], lp[r, LP_ETA_PI_ON, i] != 0.0
                 eta_bw, decay = lp[r, LP_DT_ETA_BW, i], lp[r, LP_DECAY, i]
                 for b in range(n_pre):
                     if is_bp:  # feedback.reset_bp_feedback: B^PP = (W^PP_{i+1})^T, B^PI = -B^PP
-                        for a in range(n_post):
+                        for a in range(n):
                             w = WPP[r, i + U1, a, b]
                             BPP[r, i, b, a] = w
                             BPI[r, i, b, a] = -w
-                    if lateral or last:  # dB^PI = dt eta_PI (-v^api_old) (x) r^I_old, skipped when eta_PI = 0
+                    if lateral or last:  # dB^PI = dt eta_PI (-v^api_old) (x) r^I_old (zero if eta_PI = 0)
                         pre = rI_old[i, b]
                         if eta_PI_on:
-                            for a in range(n_post):
-                                dBPI[r, i, b, a] = eta_PI * (neg_vapi_old[i, a] * pre)
+                            for a in range(U0, n, U4):
+                                a1, a2, a3 = a + U1, a + U2, a + U3
+                                m0, m1, m2, m3 = neg_vapi_old[i, a], neg_vapi_old[i, a1], neg_vapi_old[i, a2], neg_vapi_old[i, a3]
+                                w0, w1, w2, w3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
+                                d0, d1, d2, d3 = eta_PI * (m0 * pre), eta_PI * (m1 * pre), eta_PI * (m2 * pre), eta_PI * (m3 * pre)
+                                dBPI[r, i, b, a], dBPI[r, i, b, a1], dBPI[r, i, b, a2], dBPI[r, i, b, a3] = d0, d1, d2, d3
+                                if lateral:
+                                    BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
                         else:
-                            for a in range(n_post):
+                            for a in range(n):
                                 dBPI[r, i, b, a] = 0.0
-                        if lateral:
-                            for a in range(n_post):
-                                BPI[r, i, b, a] = BPI[r, i, b, a] + dBPI[r, i, b, a]
+                                if lateral:
+                                    BPI[r, i, b, a] = BPI[r, i, b, a] + 0.0
                     if feedback or last:  # dB^PP (feedback.pal_feedback_increment), with this step's noise
-                        if is_pal:
-                            r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
-                            if gate:
+                        r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
+                        if is_pal and not gate and not varphi:
+                            for a in range(U0, n, U4):
+                                a1, a2, a3 = a + U1, a + U2, a + U3
+                                z0, z1, z2, z3 = noise[r, i, a], noise[r, i, a1], noise[r, i, a2], noise[r, i, a3]
+                                w0, w1, w2, w3 = BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3]
+                                d0 = eta_bw * (z0 * r_pre) - decay * w0
+                                d1 = eta_bw * (z1 * r_pre) - decay * w1
+                                d2 = eta_bw * (z2 * r_pre) - decay * w2
+                                d3 = eta_bw * (z3 * r_pre) - decay * w3
+                                dBPP[r, i, b, a], dBPP[r, i, b, a1], dBPP[r, i, b, a2], dBPP[r, i, b, a3] = d0, d1, d2, d3
+                                if feedback:
+                                    BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
+                        else:
+                            if not is_pal:
+                                for a in range(n):
+                                    dBPP[r, i, b, a] = 0.0
+                            elif gate:
                                 h = _heaviside0(r_pre)
-                                for a in range(n_post):
+                                for a in range(n):
                                     dBPP[r, i, b, a] = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a] * h
-                            elif varphi:
+                            else:
                                 s_pre = slope[i + U1, b]
-                                for a in range(n_post):
+                                for a in range(n):
                                     reg = ((decay * slope[i, a]) * BPP[r, i, b, a]) * s_pre
                                     dBPP[r, i, b, a] = eta_bw * (noise[r, i, a] * r_pre) - reg
-                            else:
-                                for a in range(n_post):
-                                    dBPP[r, i, b, a] = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a]
-                        else:
-                            for a in range(n_post):
-                                dBPP[r, i, b, a] = 0.0
-                        if feedback:
-                            for a in range(n_post):
-                                BPP[r, i, b, a] = BPP[r, i, b, a] + dBPP[r, i, b, a]
+                            if feedback:
+                                for a in range(n):
+                                    BPP[r, i, b, a] = BPP[r, i, b, a] + dBPP[r, i, b, a]
             if lateral or last:  # dW^IP = dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
                 for i in range(H):
-                    n_int, n_pyr, eta = layers[i + U2], layers[i + U1], lp[r, LP_DT_ETA_IP, i]
-                    for b in range(n_pyr):
+                    n, n_pre, eta = n4[i + U2], layers[i + U1], lp[r, LP_DT_ETA_IP, i]
+                    for b in range(n_pre):
                         pre = rP_old[i, b]
-                        if lateral:
-                            for a in range(n_int):
-                                d = eta * (postI[i, a] * pre)
-                                dWIP[r, i, b, a] = d
-                                WIP[r, i, b, a] = WIP[r, i, b, a] + d
-                        else:
-                            for a in range(n_int):
-                                dWIP[r, i, b, a] = eta * (postI[i, a] * pre)
+                        for a in range(U0, n, U4):
+                            a1, a2, a3 = a + U1, a + U2, a + U3
+                            m0, m1, m2, m3 = postI[i, a], postI[i, a1], postI[i, a2], postI[i, a3]
+                            w0, w1, w2, w3 = WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3]
+                            d0, d1, d2, d3 = eta * (m0 * pre), eta * (m1 * pre), eta * (m2 * pre), eta * (m3 * pre)
+                            dWIP[r, i, b, a], dWIP[r, i, b, a1], dWIP[r, i, b, a2], dWIP[r, i, b, a3] = d0, d1, d2, d3
+                            if lateral:
+                                WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
             if need_fw:  # dW^PP = dt eta_fw post (x) pre; PAL moves W^PP by its low-pass (dWPP_low_pass)
                 for i in range(L):
-                    n_post, n_pre, eta = layers[i + U1], layers[i], lp[r, LP_DT_ETA_FW, i]
+                    n, n_pre, eta = n4[i + U1], layers[i], lp[r, LP_DT_ETA_FW, i]
                     for b in range(n_pre):
                         if r_lp:
                             pre = r0_LO[r, b] if i == U0 else r_LO[r, i - U1, b]
                         else:
                             pre = r0_old[b] if i == U0 else rP_old[i - U1, b]
-                        if not forward:
-                            for a in range(n_post):
-                                dWPP[r, i, b, a] = eta * (postP[i, a] * pre)
-                        elif w_lo:
-                            for a in range(n_post):
-                                d = eta * (postP[i, a] * pre)
-                                dWPP[r, i, b, a] = d
-                                dWPP_LO[r, i, b, a] = dWPP_LO[r, i, b, a] + lo * (d - dWPP_LO[r, i, b, a])
-                                WPP[r, i, b, a] = WPP[r, i, b, a] + dWPP_LO[r, i, b, a]
-                        else:
-                            for a in range(n_post):
-                                d = eta * (postP[i, a] * pre)
-                                dWPP[r, i, b, a] = d
-                                WPP[r, i, b, a] = WPP[r, i, b, a] + d
+                        for a in range(U0, n, U4):
+                            a1, a2, a3 = a + U1, a + U2, a + U3
+                            m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
+                            d0, d1, d2, d3 = eta * (m0 * pre), eta * (m1 * pre), eta * (m2 * pre), eta * (m3 * pre)
+                            dWPP[r, i, b, a], dWPP[r, i, b, a1], dWPP[r, i, b, a2], dWPP[r, i, b, a3] = d0, d1, d2, d3
+                        if forward:
+                            if w_lo:
+                                for a in range(n):
+                                    lp_ = dWPP_LO[r, i, b, a] + lo * (dWPP[r, i, b, a] - dWPP_LO[r, i, b, a])
+                                    dWPP_LO[r, i, b, a] = lp_
+                                    WPP[r, i, b, a] = WPP[r, i, b, a] + lp_
+                            else:
+                                for a in range(n):
+                                    WPP[r, i, b, a] = WPP[r, i, b, a] + dWPP[r, i, b, a]
             for i in range(L):  # somata
-                for a in range(layers[i + U1]):
+                for a in range(n4[i + U1]):
                     uP[r, i, a] = uP[r, i, a] + dUP[i, a]
             for i in range(H):
-                for a in range(layers[i + U2]):
+                for a in range(n4[i + U2]):
                     uI[r, i, a] = uI[r, i, a] + dUI[i, a]
             # (the recorder runs here: it sees r^HI before the update below)
             if last:
                 for i in range(L):
-                    for a in range(layers[i + U1]):
+                    for a in range(n4[i + U1]):
                         hi_rec[r, i, a] = rHI[r, i, a]
             # high-pass filter of the rates, every step
             for i in range(L):
-                for a in range(layers[i + U1]):
+                for a in range(n4[i + U1]):
                     rHI[r, i, a] = rHI[r, i, a] + ((rP[r, i, a] - rP_old[i, a]) - hp * rHI[r, i, a])
 
         mt_pos[r], mt_has_gauss[r], mt_cached[r] = pos, has_gauss, cached
 
 
 # -- Python side: parameters, packing, segments ------------------------------------------------------------
+@contextmanager
+def _compiling() -> Iterator[None]:
+    """Let LLVM's SLP vectoriser (off by default in numba) work on the kernel if this call compiles it.
+
+    The blocks of four in the kernel rely on it for AVX2 code; it does not change any result (no fast-math).
+    The setting is read when a function is compiled, so it is restored right after.
+    """
+    previous = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = previous
+
+
 def supports(sim: "Simulation") -> bool:
     """True when the kernel reproduces ``sim.advance`` for this batch (every option of the NumPy engine)."""
     p = sim.params
@@ -629,7 +775,7 @@ class _Packed:
     def __init__(self, sim: "Simulation") -> None:
         s, R = sim.state, len(sim.runs)
         self.shapes = _shapes(sim.params.layers)
-        width = max(sim.params.layers)
+        width = self.width = (max(sim.params.layers) + 3) // 4 * 4  # the kernel works on blocks of four
         self.vecs = []
         for name in VEC_FIELDS:
             shapes = self.shapes[name]
@@ -717,8 +863,9 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
     packed = _Packed(sim)
     rp, lp, fl, layers, acts = _tables(sim)
     patterns = np.ascontiguousarray(sim.patterns, dtype=np.float64)
-    targets = (np.zeros((len(sim.runs), 1, 1)) if sim.targets is None
-               else np.ascontiguousarray(sim.targets, dtype=np.float64))
+    targets = np.zeros((len(sim.runs), 1 if sim.targets is None else sim.targets.shape[1], packed.width))
+    if sim.targets is not None:
+        targets[:, :, : sim.targets.shape[2]] = sim.targets
     every = getattr(recorder, "every", None) if recorder is not None else None
     R = len(sim.runs)
     runs = np.arange(R)
@@ -732,11 +879,12 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
         samples = _samples(sim, k + 1, stop)
         if not np.array_equal(r0, patterns[runs, samples[:, 0].astype(np.int64)]):
             raise RuntimeError("kernel: input schedule disagrees with Simulation._prepare_step")
-        _advance_segment(tuple(packed.vecs), tuple(packed.mats), packed.r0, packed.r0_LO, packed.hi_rec,
-                         packed.counter, packed.mt_key, packed.mt_pos, packed.mt_has_gauss, packed.mt_cached,
-                         patterns, targets, samples, layers, acts, float(sim.params.dt), rp, lp, fl,
-                         bool(learning.forward), bool(learning.lateral), bool(learning.feedback),
-                         target is not None)
+        with _compiling():
+            _advance_segment(tuple(packed.vecs), tuple(packed.mats), packed.r0, packed.r0_LO, packed.hi_rec,
+                             packed.counter, packed.mt_key, packed.mt_pos, packed.mt_has_gauss, packed.mt_cached,
+                             patterns, targets, samples, layers, acts, float(sim.params.dt), rp, lp, fl,
+                             bool(learning.forward), bool(learning.lateral), bool(learning.feedback),
+                             target is not None)
         if stop > k + 1:
             r0, target, _ = sim._prepare_step(stop)  # not an epoch start: no side effect
         sim.current_input, sim.current_target = r0, target

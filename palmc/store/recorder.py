@@ -96,8 +96,8 @@ class ChunkRecorder:
     def take(self) -> tuple[list[int], dict[str, np.ndarray]]:
         """The buffered records (steps, name -> array (n, *record_shape, R)); empties the buffer."""
         n = len(self.steps)
-        steps, data = self.steps, {name: buf[:n].copy() for name, buf in self.buffers.items()}
+        steps, data = self.steps, {name: buf[:n] for name, buf in self.buffers.items()}
+        # hand the filled buffers over and start on fresh ones (cheaper than copying them)
+        self.buffers = {name: np.full_like(buf, np.nan) for name, buf in self.buffers.items()}
         self.steps = []
-        for buf in self.buffers.values():
-            buf.fill(np.nan)
         return steps, data

@@ -83,7 +83,8 @@ def template(plan: Plan) -> xr.Dataset:
     data_vars = {}
     for var in plan.variables:
         shape = (plan.n_records, *record_shape(var, layers), n_seed, n_model)
-        chunks = (plan.chunk_records, *record_shape(var, layers), 1, 1)
+        # one chunk per batch along seed: every writer's region is whole chunks, and few files per write
+        chunks = (plan.chunk_records, *record_shape(var, layers), plan.seeds_per_batch, 1)
         data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
         data_vars[var.name] = xr.Variable(var.dims, data, {
             "long_name": var.long_name, "units": var.units, "symbol": var.symbol})
