@@ -24,7 +24,7 @@ def timed(workers: int, epochs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=40)
     args = parser.parse_args()
     timed(1, 1)  # warm the kernel cache
     one = timed(1, args.epochs)

@@ -15,7 +15,7 @@ import numpy as np
 from palmc.engine.tasks import Simulation
 from palmc.plan import BatchSpec, Plan
 from palmc.store.recorder import ChunkRecorder
-from palmc.store.writer import load_checkpoint, save_checkpoint, write_chunk
+from palmc.store.writer import ChunkWriter, load_checkpoint, save_checkpoint
 
 ProgressHook = Callable[[int], None]  # called with the number of run-steps just completed
 
@@ -64,6 +64,7 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
             if on_progress:
                 on_progress(resumed_from * len(sim.runs))
     recorder = ChunkRecorder(sim, plan.variables, plan.every, plan.chunk_records)
+    writer = ChunkWriter(store, plan, batch)
     total = plan.protocol.total_steps
     diverged: dict[int, int] = {}
     if payload is not None:
@@ -78,7 +79,7 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
             diverged.setdefault(int(run), _first_bad_step(recorder, int(run), sim.state.step))
         steps, data = recorder.take()
         if steps and data:
-            write_chunk(store, plan, batch, records_done, data)
+            writer.write(records_done, data)
         records_done += len(steps)
         payload = sim.checkpoint()
         payload["records_done"] = np.array(records_done)

@@ -564,9 +564,10 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                     drive = tau_out_notgt * (gbas * vbas[r, H, a])
                     dUP[H, a] = dt * ((drive - uP[r, H, a]) / tau_out)
 
-            # ---- step 4, rest, fused with step 5 (apply): each increment is computed, stored and, when the
-            # phase allows it, added in the same pass over its matrix. BP's reset reads W^PP before this
-            # step's update (dynamics.py order), so the feedback pass comes first.
+            # ---- step 4, rest, fused with step 5 (apply): each increment is computed and, when the phase
+            # allows it, added in the same pass over its matrix; it is stored only at the segment's last step
+            # (before that it is overwritten unseen). BP's reset reads W^PP before this step's update
+            # (dynamics.py order), so the feedback pass comes first.
             if is_pal and varphi and (feedback or last):
                 for i in range(H):
                     code = acts[i]
@@ -590,7 +591,8 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                                 m0, m1, m2, m3 = neg_vapi_old[i, a], neg_vapi_old[i, a1], neg_vapi_old[i, a2], neg_vapi_old[i, a3]
                                 w0, w1, w2, w3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
                                 d0, d1, d2, d3 = eta_PI * (m0 * pre), eta_PI * (m1 * pre), eta_PI * (m2 * pre), eta_PI * (m3 * pre)
-                                dBPI[r, i, b, a], dBPI[r, i, b, a1], dBPI[r, i, b, a2], dBPI[r, i, b, a3] = d0, d1, d2, d3
+                                if last:
+                                    dBPI[r, i, b, a], dBPI[r, i, b, a1], dBPI[r, i, b, a2], dBPI[r, i, b, a3] = d0, d1, d2, d3
                                 if lateral:
                                     BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
                         else:
@@ -609,7 +611,8 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                                 d1 = eta_bw * (z1 * r_pre) - decay * w1
                                 d2 = eta_bw * (z2 * r_pre) - decay * w2
                                 d3 = eta_bw * (z3 * r_pre) - decay * w3
-                                dBPP[r, i, b, a], dBPP[r, i, b, a1], dBPP[r, i, b, a2], dBPP[r, i, b, a3] = d0, d1, d2, d3
+                                if last:
+                                    dBPP[r, i, b, a], dBPP[r, i, b, a1], dBPP[r, i, b, a2], dBPP[r, i, b, a3] = d0, d1, d2, d3
                                 if feedback:
                                     BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
                         else:
@@ -638,7 +641,8 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                             m0, m1, m2, m3 = postI[i, a], postI[i, a1], postI[i, a2], postI[i, a3]
                             w0, w1, w2, w3 = WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3]
                             d0, d1, d2, d3 = eta * (m0 * pre), eta * (m1 * pre), eta * (m2 * pre), eta * (m3 * pre)
-                            dWIP[r, i, b, a], dWIP[r, i, b, a1], dWIP[r, i, b, a2], dWIP[r, i, b, a3] = d0, d1, d2, d3
+                            if last:
+                                dWIP[r, i, b, a], dWIP[r, i, b, a1], dWIP[r, i, b, a2], dWIP[r, i, b, a3] = d0, d1, d2, d3
                             if lateral:
                                 WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
             if need_fw:  # dW^PP = dt eta_fw post (x) pre; PAL moves W^PP by its low-pass (dWPP_low_pass)

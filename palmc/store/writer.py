@@ -146,18 +146,28 @@ def create_store(plan: Plan, path: str | Path, overwrite: bool = False) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_chunk(path: str | Path, plan: Plan, batch: BatchSpec, first_record: int, data: dict[str, np.ndarray]) -> None:
-    """Write records ``first_record ..`` of ``batch`` (name -> (n, *record_shape, R)) as one region."""
-    n_seed = batch.seeds.stop - batch.seeds.start
-    n_model = batch.models.stop - batch.models.start
-    variables = {}
-    for var in plan.variables:
-        block = data[var.name]
-        block = block.reshape(*block.shape[:-1], n_seed, n_model)
-        variables[var.name] = xr.Variable(var.dims, block)
-    n = next(iter(data.values())).shape[0]
-    region = {"time": slice(first_record, first_record + n), "seed": batch.seeds, "model": batch.models}
-    xr.Dataset(variables).to_zarr(path, region=region, consolidated=False, zarr_format=3)
+class ChunkWriter:
+    """Writes whole time chunks of one batch into its region of an existing store.
+
+    The store's layout was fixed by :func:`create_store`, so the writer goes straight to the Zarr arrays
+    (xarray's region checks cost more than the write itself for small chunks). Every region is a whole number
+    of chunks along time, seed and model, so writers of different batches never touch the same chunk.
+    """
+
+    def __init__(self, path: str | Path, plan: Plan, batch: BatchSpec) -> None:
+        group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+        self.arrays = {var.name: group[var.name] for var in plan.variables}
+        self.batch = batch
+        self.n_seed = batch.seeds.stop - batch.seeds.start
+        self.n_model = batch.models.stop - batch.models.start
+
+    def write(self, first_record: int, data: dict[str, np.ndarray]) -> None:
+        """Write records ``first_record ..`` (name -> (n, *record_shape, R), runs seed-major)."""
+        for name, block in data.items():
+            n = block.shape[0]
+            block = block.reshape(*block.shape[:-1], self.n_seed, self.n_model)
+            middle = (slice(None),) * (block.ndim - 3)
+            self.arrays[name][(slice(first_record, first_record + n), *middle, self.batch.seeds, self.batch.models)] = block
 
 
 def write_run_status(path: str | Path, status: np.ndarray, diverged_step: np.ndarray) -> None:
