@@ -94,10 +94,10 @@ class ChunkRecorder:
             out[..., self.not_pal] = np.nan
 
     def take(self) -> tuple[list[int], dict[str, np.ndarray]]:
-        """The buffered records (steps, name -> array (n, *record_shape, R)); empties the buffer."""
+        """The buffered records (steps, name -> view (n, *record_shape, R)); empties the buffer."""
         n = len(self.steps)
         steps, data = self.steps, {name: buf[:n] for name, buf in self.buffers.items()}
-        # hand the filled buffers over and start on fresh ones (cheaper than copying them)
-        self.buffers = {name: np.full_like(buf, np.nan) for name, buf in self.buffers.items()}
+        # The buffers are reused as they are: every record overwrites all the entries that hold data, and the
+        # NaN padding never changes. The returned views are valid until the next record.
         self.steps = []
         return steps, data
