@@ -6,6 +6,7 @@ plan and the batch, so it can run in any process that can reach the store.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ class BatchResult:
     records_written: int
     resumed_from: int
     diverged: dict[int, int]  # run index in the batch -> step at which its state stopped being finite
+    seconds: float = 0.0  # wall time of the batch, set-up included
 
 
 def _diverged_runs(sim: Simulation) -> np.ndarray:
@@ -51,6 +53,7 @@ def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str)
 
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,
               on_progress: ProgressHook | None = None) -> BatchResult:
+    started = time.perf_counter()
     sim = Simulation(plan.runs(batch), plan.protocol)
     records_done = 0
     resumed_from = 0
@@ -87,7 +90,8 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
         save_checkpoint(store, batch, payload)
         if on_progress:
             on_progress((sim.state.step - before) * len(sim.runs))
-    return BatchResult(batch.index, sim.state.step, records_done, resumed_from, diverged)
+    return BatchResult(batch.index, sim.state.step, records_done, resumed_from, diverged,
+                       time.perf_counter() - started)
 
 
 def _first_bad_step(recorder: ChunkRecorder, run: int, last: int) -> int:
