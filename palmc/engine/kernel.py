@@ -55,6 +55,10 @@ VEC_FIELDS = VEC_P + VEC_I + VEC_A
 MAT_FIELDS = MAT_W + MAT_I + MAT_B
 KNOWN_FIELDS = frozenset(("step",) + VEC_FIELDS + MAT_FIELDS + PLAIN)
 
+# unsigned index constants for the kernel (see "Speed notes" there)
+U0, U1, U2, U3, U4, U5, U6, U7, U8 = (np.uint64(v) for v in range(9))
+U620, U624 = np.uint64(620), np.uint64(624)
+
 ACTIVATION_CODES = {"logistic": 0, "tanh": 1, "relu": 2, "soft_relu": 3, "linear": 4, "hard_sigmoid": 5}
 NOISE_MODES = {"const": 0, "uP": 1, "uP_breve": 2, "vapi": 3}
 
@@ -66,8 +70,9 @@ N_RP = 16
 LP_TAU_P, LP_A_P, LP_DT_ETA_FW, LP_DT_ETA_IP, LP_DT_ETA_PI, LP_ETA_PI_ON, LP_DT_ETA_BW, LP_DECAY, LP_SCALE = range(9)
 N_LP = 9
 # columns of the per-run flag table ``fl`` (R, N_FL)
-FL_BP, FL_PAL, FL_OU, FL_MODE, FL_USE_ACT, FL_HI_PASS, FL_W_LO, FL_R_LP, FL_POST_LP, FL_INTER_LP, FL_GATE, FL_VARPHI = range(12)
-N_FL = 12
+(FL_BP, FL_PAL, FL_OU, FL_MODE, FL_USE_ACT, FL_HI_PASS, FL_W_LO, FL_R_LP, FL_POST_LP, FL_INTER_LP, FL_GATE, FL_VARPHI,
+ FL_PERIOD_INT) = range(13)
+N_FL = 13
 
 
 # -- exp, vectorisable and bit-identical to glibc's ------------------------------------------------------------
@@ -242,27 +247,15 @@ def _polar(a1: int, b1: int, a2: int, b2: int) -> tuple[float, float, float]:
 
 @njit(cache=True, error_model="numpy")
 def _four_words_slow(mt_key: np.ndarray, mt_out: np.ndarray, r: int, pos: int) -> tuple[int, int, int, int, int]:
-    """The next four words when they straddle a twist (rare path of the kernel's inline draw)."""
-    if pos >= 624:
-        _refill(mt_key, mt_out, r)
-        pos = 0
-    a1 = mt_out[r, pos]
-    pos += 1
-    if pos >= 624:
-        _refill(mt_key, mt_out, r)
-        pos = 0
-    b1 = mt_out[r, pos]
-    pos += 1
-    if pos >= 624:
-        _refill(mt_key, mt_out, r)
-        pos = 0
-    a2 = mt_out[r, pos]
-    pos += 1
-    if pos >= 624:
-        _refill(mt_key, mt_out, r)
-        pos = 0
-    b2 = mt_out[r, pos]
-    return a1, b1, a2, b2, pos + 1
+    """The next four words when they straddle a twist (rare path of the kernel's inline draw); pos is uint64."""
+    words = np.empty(4, dtype=np.int64)
+    for w in range(4):
+        if pos >= U624:
+            _refill(mt_key, mt_out, r)
+            pos = U0
+        words[w] = mt_out[r, pos]
+        pos += U1
+    return words[0], words[1], words[2], words[3], pos
 
 
 # -- the kernel ----------------------------------------------------------------------------------------------
@@ -273,7 +266,6 @@ def _four_words_slow(mt_key: np.ndarray, mt_out: np.ndarray, r: int, pos: int) -
 #   AVX2 operations (see ``_compiling``); layers are padded to multiples of four with zeros, and padded lanes
 #   never feed a real value (every sum over presynaptic neurons runs over the real ones only);
 # * no helper that takes arrays is called per step (each call costs reference counting), except rarely.
-U0, U1, U2, U3, U4 = np.uint64(0), np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
 
 
 @njit(cache=True, error_model="numpy")
@@ -301,11 +293,11 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
     dUP, dUI = np.zeros((nL, Wd)), np.zeros((nH, Wd))
     postP, postI = np.zeros((nL, Wd)), np.zeros((nH, Wd))  # postsynaptic factors of dW^PP, dW^IP
     neg_vapi_old = np.zeros((nH, Wd))  # postsynaptic factor of dB^PI
-    x, y, y2 = np.zeros(Wd), np.zeros(Wd), np.zeros(Wd)  # mat-vec input and outputs
+    x, y, white = np.zeros(Wd), np.zeros(Wd), np.zeros(Wd)  # mat-vec input and output, noise draws
     slope = np.zeros((nL, Wd))  # phi' for the varphi regularizer; the output row stays 0 (feedback.py)
     redraw = np.zeros(nH, dtype=np.bool_)
     gbuf = np.zeros(nL * Wd + 2)  # the normals of one step
-    pair_x1, pair_x2, pair_r2 = np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd)
+    pair_x1, pair_x2, pair_r2, pair_lg = np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd)
     mt_out = np.empty_like(mt_key)
 
     for r in range(R):
@@ -318,9 +310,9 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
         is_bp, is_pal, ou, mode = fl[r, FL_BP] != 0, fl[r, FL_PAL] != 0, fl[r, FL_OU] != 0, fl[r, FL_MODE]
         use_act, hi_pass, w_lo = fl[r, FL_USE_ACT] != 0, fl[r, FL_HI_PASS] != 0, fl[r, FL_W_LO] != 0
         r_lp, post_lp, inter_lp = fl[r, FL_R_LP] != 0, fl[r, FL_POST_LP] != 0, fl[r, FL_INTER_LP] != 0
-        gate, varphi = fl[r, FL_GATE] != 0, fl[r, FL_VARPHI] != 0
+        gate, varphi, period_int = fl[r, FL_GATE] != 0, fl[r, FL_VARPHI] != 0, fl[r, FL_PERIOD_INT]
         _temper(mt_key, mt_out, r)
-        pos, has_gauss, cached = mt_pos[r], mt_has_gauss[r], mt_cached[r]
+        pos, has_gauss, cached = np.uint64(mt_pos[r]), mt_has_gauss[r], mt_cached[r]
 
         for j in range(n_steps):
             last = j == n_steps - U1
@@ -420,8 +412,8 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                     for a in range(n4[i + U1]):
                         neg_vapi_old[i, a] = -vapi[r, i, a]
 
-            # ---- step 2: dendritic potentials. Mat-vecs y = W x sum over the real presynaptic b in order,
-            # as axpys over blocks of four outputs.
+            # ---- step 2: dendritic potentials. Each mat-vec y = W x sums over the real presynaptic b in order;
+            # eight (then four) outputs at a time are held in registers.
             for i in range(L):  # v^bas_i = W^PP_i r_{i-1}
                 n, n_pre = n4[i + U1], layers[i]
                 if i == U0:
@@ -430,28 +422,58 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                 else:
                     for b in range(n_pre):
                         x[b] = rP[r, i - U1, b]
-                for a in range(n):
-                    y[a] = 0.0
-                for b in range(n_pre):
-                    xb = x[b]
-                    for a in range(U0, n, U4):
-                        a1, a2, a3 = a + U1, a + U2, a + U3
-                        w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
-                        s0, s1, s2, s3 = y[a], y[a1], y[a2], y[a3]
-                        y[a], y[a1], y[a2], y[a3] = s0 + w0 * xb, s1 + w1 * xb, s2 + w2 * xb, s3 + w3 * xb
-                for a in range(n):
-                    vbas[r, i, a] = y[a]
+                a = U0
+                while a + U8 <= n:  # eight outputs at a time in registers, then four
+                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+                    for b in range(n_pre):
+                        xb = x[b]
+                        s0 += WPP[r, i, b, a] * xb
+                        s1 += WPP[r, i, b, a + U1] * xb
+                        s2 += WPP[r, i, b, a + U2] * xb
+                        s3 += WPP[r, i, b, a + U3] * xb
+                        s4 += WPP[r, i, b, a + U4] * xb
+                        s5 += WPP[r, i, b, a + U5] * xb
+                        s6 += WPP[r, i, b, a + U6] * xb
+                        s7 += WPP[r, i, b, a + U7] * xb
+                    vbas[r, i, a], vbas[r, i, a + U1], vbas[r, i, a + U2], vbas[r, i, a + U3] = s0, s1, s2, s3
+                    vbas[r, i, a + U4], vbas[r, i, a + U5], vbas[r, i, a + U6], vbas[r, i, a + U7] = s4, s5, s6, s7
+                    a += U8
+                if a < n:
+                    s0 = s1 = s2 = s3 = 0.0
+                    for b in range(n_pre):
+                        xb = x[b]
+                        s0 += WPP[r, i, b, a] * xb
+                        s1 += WPP[r, i, b, a + U1] * xb
+                        s2 += WPP[r, i, b, a + U2] * xb
+                        s3 += WPP[r, i, b, a + U3] * xb
+                    vbas[r, i, a], vbas[r, i, a + U1], vbas[r, i, a + U2], vbas[r, i, a + U3] = s0, s1, s2, s3
             for i in range(H):  # v^den_i = W^IP_i r_i, low-passed with inter_low_pass
                 n, n_pre = n4[i + U2], layers[i + U1]
-                for a in range(n):
-                    y[a] = 0.0
-                for b in range(n_pre):
-                    xb = rP[r, i, b]
-                    for a in range(U0, n, U4):
-                        a1, a2, a3 = a + U1, a + U2, a + U3
-                        w0, w1, w2, w3 = WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3]
-                        s0, s1, s2, s3 = y[a], y[a1], y[a2], y[a3]
-                        y[a], y[a1], y[a2], y[a3] = s0 + w0 * xb, s1 + w1 * xb, s2 + w2 * xb, s3 + w3 * xb
+                a = U0
+                while a + U8 <= n:  # eight outputs at a time in registers, then four
+                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+                    for b in range(n_pre):
+                        xb = rP[r, i, b]
+                        s0 += WIP[r, i, b, a] * xb
+                        s1 += WIP[r, i, b, a + U1] * xb
+                        s2 += WIP[r, i, b, a + U2] * xb
+                        s3 += WIP[r, i, b, a + U3] * xb
+                        s4 += WIP[r, i, b, a + U4] * xb
+                        s5 += WIP[r, i, b, a + U5] * xb
+                        s6 += WIP[r, i, b, a + U6] * xb
+                        s7 += WIP[r, i, b, a + U7] * xb
+                    y[a], y[a + U1], y[a + U2], y[a + U3] = s0, s1, s2, s3
+                    y[a + U4], y[a + U5], y[a + U6], y[a + U7] = s4, s5, s6, s7
+                    a += U8
+                if a < n:
+                    s0 = s1 = s2 = s3 = 0.0
+                    for b in range(n_pre):
+                        xb = rP[r, i, b]
+                        s0 += WIP[r, i, b, a] * xb
+                        s1 += WIP[r, i, b, a + U1] * xb
+                        s2 += WIP[r, i, b, a + U2] * xb
+                        s3 += WIP[r, i, b, a + U3] * xb
+                    y[a], y[a + U1], y[a + U2], y[a + U3] = s0, s1, s2, s3
                 if inter_lp:
                     for a in range(n):
                         vden[r, i, a] = vden[r, i, a] + lo * (y[a] - vden[r, i, a])
@@ -460,23 +482,54 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                         vden[r, i, a] = y[a]
             for i in range(H):  # v^api_i = B^PP_i r_{i+1} + B^PI_i r^I_i; the soma gets + xi (the old noise)
                 n, n_pre = n4[i + U1], layers[i + U2]
-                for a in range(n):
-                    y[a] = 0.0
-                    y2[a] = 0.0
-                for b in range(n_pre):
-                    xb, xc = rP[r, i + U1, b], rI[r, i, b]
-                    for a in range(U0, n, U4):
-                        a1, a2, a3 = a + U1, a + U2, a + U3
-                        w0, w1, w2, w3 = BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3]
-                        v0, v1, v2, v3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
-                        s0, s1, s2, s3 = y[a], y[a1], y[a2], y[a3]
-                        t0, t1, t2, t3 = y2[a], y2[a1], y2[a2], y2[a3]
-                        y[a], y[a1], y[a2], y[a3] = s0 + w0 * xb, s1 + w1 * xb, s2 + w2 * xb, s3 + w3 * xb
-                        y2[a], y2[a1], y2[a2], y2[a3] = t0 + v0 * xc, t1 + v1 * xc, t2 + v2 * xc, t3 + v3 * xc
-                for a in range(n):
-                    v = y[a] + y2[a]
-                    vapi[r, i, a] = v
-                    vapi_noise[r, i, a] = v + noise[r, i, a]
+                a = U0
+                while a + U8 <= n:  # eight outputs at a time in registers, then four
+                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+                    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
+                    for b in range(n_pre):
+                        xb, xc = rP[r, i + U1, b], rI[r, i, b]
+                        s0 += BPP[r, i, b, a] * xb
+                        s1 += BPP[r, i, b, a + U1] * xb
+                        s2 += BPP[r, i, b, a + U2] * xb
+                        s3 += BPP[r, i, b, a + U3] * xb
+                        s4 += BPP[r, i, b, a + U4] * xb
+                        s5 += BPP[r, i, b, a + U5] * xb
+                        s6 += BPP[r, i, b, a + U6] * xb
+                        s7 += BPP[r, i, b, a + U7] * xb
+                        t0 += BPI[r, i, b, a] * xc
+                        t1 += BPI[r, i, b, a + U1] * xc
+                        t2 += BPI[r, i, b, a + U2] * xc
+                        t3 += BPI[r, i, b, a + U3] * xc
+                        t4 += BPI[r, i, b, a + U4] * xc
+                        t5 += BPI[r, i, b, a + U5] * xc
+                        t6 += BPI[r, i, b, a + U6] * xc
+                        t7 += BPI[r, i, b, a + U7] * xc
+                    v0, v1, v2, v3 = s0 + t0, s1 + t1, s2 + t2, s3 + t3
+                    vapi[r, i, a], vapi[r, i, a + U1], vapi[r, i, a + U2], vapi[r, i, a + U3] = v0, v1, v2, v3
+                    vapi_noise[r, i, a], vapi_noise[r, i, a + U1] = v0 + noise[r, i, a], v1 + noise[r, i, a + U1]
+                    vapi_noise[r, i, a + U2], vapi_noise[r, i, a + U3] = v2 + noise[r, i, a + U2], v3 + noise[r, i, a + U3]
+                    v4, v5, v6, v7 = s4 + t4, s5 + t5, s6 + t6, s7 + t7
+                    vapi[r, i, a + U4], vapi[r, i, a + U5], vapi[r, i, a + U6], vapi[r, i, a + U7] = v4, v5, v6, v7
+                    vapi_noise[r, i, a + U4], vapi_noise[r, i, a + U5] = v4 + noise[r, i, a + U4], v5 + noise[r, i, a + U5]
+                    vapi_noise[r, i, a + U6], vapi_noise[r, i, a + U7] = v6 + noise[r, i, a + U6], v7 + noise[r, i, a + U7]
+                    a += U8
+                if a < n:
+                    s0 = s1 = s2 = s3 = 0.0
+                    t0 = t1 = t2 = t3 = 0.0
+                    for b in range(n_pre):
+                        xb, xc = rP[r, i + U1, b], rI[r, i, b]
+                        s0 += BPP[r, i, b, a] * xb
+                        s1 += BPP[r, i, b, a + U1] * xb
+                        s2 += BPP[r, i, b, a + U2] * xb
+                        s3 += BPP[r, i, b, a + U3] * xb
+                        t0 += BPI[r, i, b, a] * xc
+                        t1 += BPI[r, i, b, a + U1] * xc
+                        t2 += BPI[r, i, b, a + U2] * xc
+                        t3 += BPI[r, i, b, a + U3] * xc
+                    v0, v1, v2, v3 = s0 + t0, s1 + t1, s2 + t2, s3 + t3
+                    vapi[r, i, a], vapi[r, i, a + U1], vapi[r, i, a + U2], vapi[r, i, a + U3] = v0, v1, v2, v3
+                    vapi_noise[r, i, a], vapi_noise[r, i, a + U1] = v0 + noise[r, i, a], v1 + noise[r, i, a + U1]
+                    vapi_noise[r, i, a + U2], vapi_noise[r, i, a + U3] = v2 + noise[r, i, a + U2], v3 + noise[r, i, a + U3]
 
             # ---- step 3a: PAL noise (noise.draw_noise). Which layers redraw (xi all zero, or the counter
             # shared by all layers hits the period) does not depend on the draws, so it is settled first and
@@ -489,8 +542,12 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                         if noise[r, i, a] != 0.0:
                             zero = False
                             break
-                    # counter % 0.0 is NaN in NumPy: never equal to 0
-                    redraw[i] = zero or (period != 0.0 and (counter[r] % period) == 0.0)
+                    if zero or period_int == 1:
+                        redraw[i] = True
+                    elif period_int > 1:  # an integral period (the usual case): integer modulo, same answer
+                        redraw[i] = counter[r] % period_int == 0
+                    else:  # counter % 0.0 is NaN in NumPy: never equal to 0
+                        redraw[i] = period != 0.0 and (counter[r] % period) == 0.0
                     if redraw[i]:
                         counter[r] = 0
                         m += layers[i + U1]
@@ -501,21 +558,21 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                     gbuf[0], has_gauss, cached = cached, 0, 0.0
                     k = U1
                 n_pairs = (m - k + U1) // U2
-                for p in range(n_pairs):
-                    while True:
-                        if pos <= 620:
-                            a1, b1 = mt_out[r, pos], mt_out[r, pos + 1]
-                            a2, b2 = mt_out[r, pos + 2], mt_out[r, pos + 3]
-                            pos += 4
-                        else:
-                            a1, b1, a2, b2, pos = _four_words_slow(mt_key, mt_out, r, pos)
-                        x1, x2, r2 = _polar(a1, b1, a2, b2)
-                        if r2 < 1.0 and r2 != 0.0:
-                            break
+                p = U0
+                while p < n_pairs:  # candidates until n_pairs are inside the unit disc (branch-free count)
+                    if pos <= U620:
+                        a1, b1 = mt_out[r, pos], mt_out[r, pos + U1]
+                        a2, b2 = mt_out[r, pos + U2], mt_out[r, pos + U3]
+                        pos += U4
+                    else:  # the four words straddle a twist
+                        a1, b1, a2, b2, pos = _four_words_slow(mt_key, mt_out, r, pos)
+                    x1, x2, r2 = _polar(a1, b1, a2, b2)
                     pair_x1[p], pair_x2[p], pair_r2[p] = x1, x2, r2
-                for p in range(n_pairs):  # the costly part, free of the branchy acceptance loop
-                    r2 = pair_r2[p]
-                    f = math.sqrt(-2.0 * math.log(r2) / r2)
+                    p += np.uint64(r2 < 1.0 and r2 != 0.0)
+                for p in range(n_pairs):  # the costly part, in loops free of the acceptance test
+                    pair_lg[p] = math.log(pair_r2[p])
+                for p in range(n_pairs):
+                    f = math.sqrt(-2.0 * pair_lg[p] / pair_r2[p])
                     gbuf[k + U2 * p] = f * pair_x2[p]
                     gbuf[k + U2 * p + U1] = f * pair_x1[p]
                 if m > U0 and (m - k) % U2 == U1:  # an odd count leaves the last pair's second value cached
@@ -524,23 +581,26 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                 for i in range(H):
                     if not redraw[i]:
                         continue
-                    scale = lp[r, LP_SCALE, i]
-                    for a in range(layers[i + U1]):
+                    n, scale = layers[i + U1], lp[r, LP_SCALE, i]
+                    # white = scale * normal(0, sigma) = scale * (0 + sigma * g): sigma is 1, |u^P| (before this
+                    # step's update), |u-breve^P| or |v^api| by the noise mode
+                    for a in range(n):
                         if mode == 0:
-                            sigma = 1.0
+                            white[a] = scale * (0.0 + 1.0 * gbuf[k + a])
                         elif mode == 1:
-                            sigma = abs(uP[r, i, a])  # u^P before this step's update
+                            white[a] = scale * (0.0 + abs(uP[r, i, a]) * gbuf[k + a])
                         elif mode == 2:
-                            sigma = abs(uP_breve[r, i, a])
+                            white[a] = scale * (0.0 + abs(uP_breve[r, i, a]) * gbuf[k + a])
                         else:
-                            sigma = abs(vapi[r, i, a])
-                        white = scale * (0.0 + sigma * gbuf[k])
-                        k += U1
-                        xi = noise[r, i, a]
-                        if ou:
-                            noise[r, i, a] = xi + inv_tauxi * (-dt * xi + sqrt_dt_tauxi * white)
-                        else:
-                            noise[r, i, a] = white
+                            white[a] = scale * (0.0 + abs(vapi[r, i, a]) * gbuf[k + a])
+                    k += n
+                    if ou:
+                        for a in range(n):
+                            xi = noise[r, i, a]
+                            noise[r, i, a] = xi + inv_tauxi * (-dt * xi + sqrt_dt_tauxi * white[a])
+                    else:
+                        for a in range(n):
+                            noise[r, i, a] = white[a]
 
             # ---- step 3b: somatic increments (the soma sees the previous step's noise via vapi_noise)
             for i in range(H):
@@ -564,109 +624,162 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                     drive = tau_out_notgt * (gbas * vbas[r, H, a])
                     dUP[H, a] = dt * ((drive - uP[r, H, a]) / tau_out)
 
-            # ---- step 4, rest, fused with step 5 (apply): each increment is computed and, when the phase
-            # allows it, added in the same pass over its matrix; it is stored only at the segment's last step
-            # (before that it is overwritten unseen). BP's reset reads W^PP before this step's update
-            # (dynamics.py order), so the feedback pass comes first.
+            # ---- step 4, rest, and step 5 (apply). BP's reset reads W^PP before this step's update
+            # (dynamics.py order), so it comes first.
+            if is_bp:  # feedback.reset_bp_feedback: B^PP = (W^PP_{i+1})^T, B^PI = -B^PP
+                for i in range(H):
+                    for b in range(layers[i + U2]):
+                        for a in range(n4[i + U1]):
+                            w = WPP[r, i + U1, a, b]
+                            BPP[r, i, b, a] = w
+                            BPI[r, i, b, a] = -w
             if is_pal and varphi and (feedback or last):
                 for i in range(H):
                     code = acts[i]
                     for a in range(layers[i + U1]):
                         slope[i, a] = _phi_prime(code, uP_breve[r, i, a])
-            for i in range(H):
-                n, n_pre = n4[i + U1], layers[i + U2]
-                eta_PI, eta_PI_on = lp[r, LP_DT_ETA_PI, i], lp[r, LP_ETA_PI_ON, i] != 0.0
-                eta_bw, decay = lp[r, LP_DT_ETA_BW, i], lp[r, LP_DECAY, i]
-                for b in range(n_pre):
-                    if is_bp:  # feedback.reset_bp_feedback: B^PP = (W^PP_{i+1})^T, B^PI = -B^PP
-                        for a in range(n):
-                            w = WPP[r, i + U1, a, b]
-                            BPP[r, i, b, a] = w
-                            BPI[r, i, b, a] = -w
-                    if lateral or last:  # dB^PI = dt eta_PI (-v^api_old) (x) r^I_old (zero if eta_PI = 0)
-                        pre = rI_old[i, b]
-                        if eta_PI_on:
-                            for a in range(U0, n, U4):
-                                a1, a2, a3 = a + U1, a + U2, a + U3
-                                m0, m1, m2, m3 = neg_vapi_old[i, a], neg_vapi_old[i, a1], neg_vapi_old[i, a2], neg_vapi_old[i, a3]
-                                w0, w1, w2, w3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
-                                d0, d1, d2, d3 = eta_PI * (m0 * pre), eta_PI * (m1 * pre), eta_PI * (m2 * pre), eta_PI * (m3 * pre)
-                                if last:
-                                    dBPI[r, i, b, a], dBPI[r, i, b, a1], dBPI[r, i, b, a2], dBPI[r, i, b, a3] = d0, d1, d2, d3
-                                if lateral:
-                                    BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
-                        else:
-                            for a in range(n):
-                                dBPI[r, i, b, a] = 0.0
-                                if lateral:
-                                    BPI[r, i, b, a] = BPI[r, i, b, a] + 0.0
-                    if feedback or last:  # dB^PP (feedback.pal_feedback_increment), with this step's noise
-                        r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
-                        if is_pal and not gate and not varphi:
-                            for a in range(U0, n, U4):
-                                a1, a2, a3 = a + U1, a + U2, a + U3
-                                z0, z1, z2, z3 = noise[r, i, a], noise[r, i, a1], noise[r, i, a2], noise[r, i, a3]
-                                w0, w1, w2, w3 = BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3]
-                                d0 = eta_bw * (z0 * r_pre) - decay * w0
-                                d1 = eta_bw * (z1 * r_pre) - decay * w1
-                                d2 = eta_bw * (z2 * r_pre) - decay * w2
-                                d3 = eta_bw * (z3 * r_pre) - decay * w3
-                                if last:
-                                    dBPP[r, i, b, a], dBPP[r, i, b, a1], dBPP[r, i, b, a2], dBPP[r, i, b, a3] = d0, d1, d2, d3
-                                if feedback:
-                                    BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
-                        else:
-                            if not is_pal:
-                                for a in range(n):
-                                    dBPP[r, i, b, a] = 0.0
-                            elif gate:
-                                h = _heaviside0(r_pre)
-                                for a in range(n):
-                                    dBPP[r, i, b, a] = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a] * h
-                            else:
-                                s_pre = slope[i + U1, b]
-                                for a in range(n):
-                                    reg = ((decay * slope[i, a]) * BPP[r, i, b, a]) * s_pre
-                                    dBPP[r, i, b, a] = eta_bw * (noise[r, i, a] * r_pre) - reg
-                            if feedback:
-                                for a in range(n):
-                                    BPP[r, i, b, a] = BPP[r, i, b, a] + dBPP[r, i, b, a]
-            if lateral or last:  # dW^IP = dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
+            if last:
+                # The segment's last step: store every increment (the recorder may read them), then apply
+                # those the phase allows. Same formulas as the fused passes below, so the same bits.
                 for i in range(H):
-                    n, n_pre, eta = n4[i + U2], layers[i + U1], lp[r, LP_DT_ETA_IP, i]
-                    for b in range(n_pre):
+                    n, n_int, n_pyr = n4[i + U1], n4[i + U2], layers[i + U1]
+                    eta_PI, eta_PI_on = lp[r, LP_DT_ETA_PI, i], lp[r, LP_ETA_PI_ON, i] != 0.0
+                    eta_bw, decay, eta_IP = lp[r, LP_DT_ETA_BW, i], lp[r, LP_DECAY, i], lp[r, LP_DT_ETA_IP, i]
+                    for b in range(layers[i + U2]):
+                        # dB^PI = dt eta_PI (-v^api_old) (x) r^I_old, zero when eta_PI = 0
+                        pre = rI_old[i, b]
+                        for a in range(n):
+                            dBPI[r, i, b, a] = eta_PI * (neg_vapi_old[i, a] * pre) if eta_PI_on else 0.0
+                        # dB^PP (feedback.pal_feedback_increment) with this step's noise; zero for BP and FA
+                        r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
+                        h, s_pre = _heaviside0(r_pre), slope[i + U1, b]
+                        for a in range(n):
+                            if not is_pal:
+                                d = 0.0
+                            elif gate:
+                                d = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a] * h
+                            elif varphi:
+                                d = eta_bw * (noise[r, i, a] * r_pre) - ((decay * slope[i, a]) * BPP[r, i, b, a]) * s_pre
+                            else:
+                                d = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a]
+                            dBPP[r, i, b, a] = d
+                    for b in range(n_pyr):  # dW^IP = dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
                         pre = rP_old[i, b]
-                        for a in range(U0, n, U4):
-                            a1, a2, a3 = a + U1, a + U2, a + U3
-                            m0, m1, m2, m3 = postI[i, a], postI[i, a1], postI[i, a2], postI[i, a3]
-                            w0, w1, w2, w3 = WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3]
-                            d0, d1, d2, d3 = eta * (m0 * pre), eta * (m1 * pre), eta * (m2 * pre), eta * (m3 * pre)
-                            if last:
-                                dWIP[r, i, b, a], dWIP[r, i, b, a1], dWIP[r, i, b, a2], dWIP[r, i, b, a3] = d0, d1, d2, d3
-                            if lateral:
-                                WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
-            if need_fw:  # dW^PP = dt eta_fw post (x) pre; PAL moves W^PP by its low-pass (dWPP_low_pass)
-                for i in range(L):
-                    n, n_pre, eta = n4[i + U1], layers[i], lp[r, LP_DT_ETA_FW, i]
-                    for b in range(n_pre):
+                        for a in range(n_int):
+                            dWIP[r, i, b, a] = eta_IP * (postI[i, a] * pre)
+                for i in range(L):  # dW^PP = dt eta_fw post (x) pre
+                    n, eta = n4[i + U1], lp[r, LP_DT_ETA_FW, i]
+                    for b in range(layers[i]):
                         if r_lp:
                             pre = r0_LO[r, b] if i == U0 else r_LO[r, i - U1, b]
                         else:
                             pre = r0_old[b] if i == U0 else rP_old[i - U1, b]
-                        for a in range(U0, n, U4):
-                            a1, a2, a3 = a + U1, a + U2, a + U3
-                            m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
-                            d0, d1, d2, d3 = eta * (m0 * pre), eta * (m1 * pre), eta * (m2 * pre), eta * (m3 * pre)
-                            dWPP[r, i, b, a], dWPP[r, i, b, a1], dWPP[r, i, b, a2], dWPP[r, i, b, a3] = d0, d1, d2, d3
-                        if forward:
-                            if w_lo:
-                                for a in range(n):
-                                    lp_ = dWPP_LO[r, i, b, a] + lo * (dWPP[r, i, b, a] - dWPP_LO[r, i, b, a])
-                                    dWPP_LO[r, i, b, a] = lp_
-                                    WPP[r, i, b, a] = WPP[r, i, b, a] + lp_
-                            else:
-                                for a in range(n):
+                        for a in range(n):
+                            dWPP[r, i, b, a] = eta * (postP[i, a] * pre)
+                for i in range(H):
+                    for b in range(layers[i + U2]):
+                        for a in range(n4[i + U1]):
+                            if lateral:
+                                BPI[r, i, b, a] = BPI[r, i, b, a] + dBPI[r, i, b, a]
+                            if feedback:
+                                BPP[r, i, b, a] = BPP[r, i, b, a] + dBPP[r, i, b, a]
+                    if lateral:
+                        for b in range(layers[i + U1]):
+                            for a in range(n4[i + U2]):
+                                WIP[r, i, b, a] = WIP[r, i, b, a] + dWIP[r, i, b, a]
+                if forward:
+                    for i in range(L):
+                        for b in range(layers[i]):
+                            for a in range(n4[i + U1]):
+                                if w_lo:  # PAL moves W^PP by the low-pass of its increments
+                                    lo_d = dWPP_LO[r, i, b, a] + lo * (dWPP[r, i, b, a] - dWPP_LO[r, i, b, a])
+                                    dWPP_LO[r, i, b, a] = lo_d
+                                    WPP[r, i, b, a] = WPP[r, i, b, a] + lo_d
+                                else:
                                     WPP[r, i, b, a] = WPP[r, i, b, a] + dWPP[r, i, b, a]
+            else:
+                # Any other step: increments are only applied (they are overwritten unseen), each fused with
+                # its update in one pass, four neighbours at a time.
+                if lateral:
+                    for i in range(H):
+                        n, eta_PI, eta_IP = n4[i + U1], lp[r, LP_DT_ETA_PI, i], lp[r, LP_DT_ETA_IP, i]
+                        if lp[r, LP_ETA_PI_ON, i] != 0.0:  # B^PI += dt eta_PI (-v^api_old) (x) r^I_old
+                            for b in range(layers[i + U2]):
+                                pre = rI_old[i, b]
+                                for a in range(U0, n, U4):
+                                    a1, a2, a3 = a + U1, a + U2, a + U3
+                                    m0, m1, m2, m3 = neg_vapi_old[i, a], neg_vapi_old[i, a1], neg_vapi_old[i, a2], neg_vapi_old[i, a3]
+                                    w0, w1, w2, w3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
+                                    BPI[r, i, b, a], BPI[r, i, b, a1] = w0 + eta_PI * (m0 * pre), w1 + eta_PI * (m1 * pre)
+                                    BPI[r, i, b, a2], BPI[r, i, b, a3] = w2 + eta_PI * (m2 * pre), w3 + eta_PI * (m3 * pre)
+                        else:  # B^PI += 0
+                            for b in range(layers[i + U2]):
+                                for a in range(n):
+                                    BPI[r, i, b, a] = BPI[r, i, b, a] + 0.0
+                        n = n4[i + U2]
+                        for b in range(layers[i + U1]):  # W^IP += dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
+                            pre = rP_old[i, b]
+                            for a in range(U0, n, U4):
+                                a1, a2, a3 = a + U1, a + U2, a + U3
+                                m0, m1, m2, m3 = postI[i, a], postI[i, a1], postI[i, a2], postI[i, a3]
+                                w0, w1, w2, w3 = WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3]
+                                WIP[r, i, b, a], WIP[r, i, b, a1] = w0 + eta_IP * (m0 * pre), w1 + eta_IP * (m1 * pre)
+                                WIP[r, i, b, a2], WIP[r, i, b, a3] = w2 + eta_IP * (m2 * pre), w3 + eta_IP * (m3 * pre)
+                if feedback:
+                    for i in range(H):
+                        n, eta_bw, decay = n4[i + U1], lp[r, LP_DT_ETA_BW, i], lp[r, LP_DECAY, i]
+                        if not is_pal:  # BP, FA: B^PP += 0
+                            for b in range(layers[i + U2]):
+                                for a in range(n):
+                                    BPP[r, i, b, a] = BPP[r, i, b, a] + 0.0
+                        elif gate or varphi:  # the regularizer variants (feedback.pal_feedback_increment)
+                            for b in range(layers[i + U2]):
+                                r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
+                                h, s_pre = _heaviside0(r_pre), slope[i + U1, b]
+                                for a in range(n):
+                                    if gate:
+                                        d = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a] * h
+                                    else:
+                                        d = eta_bw * (noise[r, i, a] * r_pre) - ((decay * slope[i, a]) * BPP[r, i, b, a]) * s_pre
+                                    BPP[r, i, b, a] = BPP[r, i, b, a] + d
+                        else:  # B^PP += dt eta_bw (xi (x) r_pre - alpha B^PP)
+                            for b in range(layers[i + U2]):
+                                r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
+                                for a in range(U0, n, U4):
+                                    a1, a2, a3 = a + U1, a + U2, a + U3
+                                    z0, z1, z2, z3 = noise[r, i, a], noise[r, i, a1], noise[r, i, a2], noise[r, i, a3]
+                                    w0, w1, w2, w3 = BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3]
+                                    BPP[r, i, b, a] = w0 + (eta_bw * (z0 * r_pre) - decay * w0)
+                                    BPP[r, i, b, a1] = w1 + (eta_bw * (z1 * r_pre) - decay * w1)
+                                    BPP[r, i, b, a2] = w2 + (eta_bw * (z2 * r_pre) - decay * w2)
+                                    BPP[r, i, b, a3] = w3 + (eta_bw * (z3 * r_pre) - decay * w3)
+                if forward:
+                    for i in range(L):
+                        n, eta = n4[i + U1], lp[r, LP_DT_ETA_FW, i]
+                        for b in range(layers[i]):
+                            if r_lp:
+                                pre = r0_LO[r, b] if i == U0 else r_LO[r, i - U1, b]
+                            else:
+                                pre = r0_old[b] if i == U0 else rP_old[i - U1, b]
+                            if w_lo:  # PAL moves W^PP by the low-pass of its increments
+                                for a in range(U0, n, U4):
+                                    a1, a2, a3 = a + U1, a + U2, a + U3
+                                    m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
+                                    l0, l1, l2, l3 = dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1], dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3]
+                                    w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
+                                    l0 = l0 + lo * (eta * (m0 * pre) - l0)
+                                    l1 = l1 + lo * (eta * (m1 * pre) - l1)
+                                    l2 = l2 + lo * (eta * (m2 * pre) - l2)
+                                    l3 = l3 + lo * (eta * (m3 * pre) - l3)
+                                    dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1], dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3] = l0, l1, l2, l3
+                                    WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3] = w0 + l0, w1 + l1, w2 + l2, w3 + l3
+                            else:
+                                for a in range(U0, n, U4):
+                                    a1, a2, a3 = a + U1, a + U2, a + U3
+                                    m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
+                                    w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
+                                    WPP[r, i, b, a], WPP[r, i, b, a1] = w0 + eta * (m0 * pre), w1 + eta * (m1 * pre)
+                                    WPP[r, i, b, a2], WPP[r, i, b, a3] = w2 + eta * (m2 * pre), w3 + eta * (m3 * pre)
             for i in range(L):  # somata
                 for a in range(n4[i + U1]):
                     uP[r, i, a] = uP[r, i, a] + dUP[i, a]
@@ -683,7 +796,7 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                 for a in range(n4[i + U1]):
                     rHI[r, i, a] = rHI[r, i, a] + ((rP[r, i, a] - rP_old[i, a]) - hp * rHI[r, i, a])
 
-        mt_pos[r], mt_has_gauss[r], mt_cached[r] = pos, has_gauss, cached
+        mt_pos[r], mt_has_gauss[r], mt_cached[r] = np.int64(pos), has_gauss, cached
 
 
 # -- Python side: parameters, packing, segments ------------------------------------------------------------
@@ -749,6 +862,8 @@ def _tables(sim: "Simulation") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     fl[:, FL_USE_ACT], fl[:, FL_HI_PASS], fl[:, FL_W_LO] = p.use_activation, p.pyr_hi_pass, p.dWPP_low_pass
     fl[:, FL_R_LP], fl[:, FL_POST_LP], fl[:, FL_INTER_LP] = p.r_low_pass, p.post_low_pass, p.inter_low_pass
     fl[:, FL_GATE], fl[:, FL_VARPHI] = p.gate_regularizer, p.varphi_regularizer
+    integral = (p.noise_period >= 1) & (p.noise_period < 2**52) & (p.noise_period == np.floor(p.noise_period))
+    fl[:, FL_PERIOD_INT] = np.where(integral, p.noise_period, 0).astype(np.int64)
     layers = np.asarray(p.layers, dtype=np.uint64)
     acts = np.array([ACTIVATION_CODES[a] for a in p.activations], dtype=np.int64)
     return rp, lp, fl, layers, acts
@@ -871,15 +986,24 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
     if sim.targets is not None:
         targets[:, :, : sim.targets.shape[2]] = sim.targets
     every = getattr(recorder, "every", None) if recorder is not None else None
-    R = len(sim.runs)
-    runs = np.arange(R)
+    runs = np.arange(len(sim.runs))
+    any_pal = bool(sim.params.is_pal.any())
+    S, N = sim.protocol.settling_steps, sim.protocol.steps_per_epoch
+    # The generators are copied in once and back only when they are about to be used in Python (the shuffle
+    # of an epoch start) or at the end, and only if the kernel drew from them (copies cost ~50 us per run).
     packed.load_rngs(sim.rngs)
+    drawn = False
     while k < end:
         stop = _segment_end(sim, k, end, every)
-        # the lead's own step preparation: shuffles at an epoch start, gives the phase's flags and input
-        packed.store_rngs(sim.rngs)
+        epoch_start = k + 1 > S and (k - S) % N == 0
+        if epoch_start and drawn:
+            packed.store_rngs(sim.rngs)
+            drawn = False
+        order = sim.order.copy()
+        # Simulation's own step preparation: it shuffles at an epoch start and gives the phase's flags and input
         r0, target, learning = sim._prepare_step(k + 1)
-        packed.load_rngs(sim.rngs)
+        if epoch_start or not np.array_equal(order, sim.order):
+            packed.load_rngs(sim.rngs)
         samples = _samples(sim, k + 1, stop)
         if not np.array_equal(r0, patterns[runs, samples[:, 0].astype(np.int64)]):
             raise RuntimeError("kernel: input schedule disagrees with Simulation._prepare_step")
@@ -889,6 +1013,7 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
                              patterns, targets, samples, layers, acts, float(sim.params.dt), rp, lp, fl,
                              bool(learning.forward), bool(learning.lateral), bool(learning.feedback),
                              target is not None)
+        drawn = drawn or (bool(learning.feedback) and any_pal)
         if stop > k + 1:
             r0, target, _ = sim._prepare_step(stop)  # not an epoch start: no side effect
         sim.current_input, sim.current_target = r0, target
@@ -896,5 +1021,6 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
         if recorder is not None and k % every == 0:
             packed.unpack_into(sim.state, k, record_view=True)
             recorder(sim)
-    packed.store_rngs(sim.rngs)
+    if drawn:
+        packed.store_rngs(sim.rngs)
     packed.unpack_into(sim.state, k, record_view=False)
