@@ -60,17 +60,14 @@ def recorder_for(sim: Simulation, n_steps: int) -> ChunkRecorder:
     return ChunkRecorder(sim, variables, EVERY, chunk_records=n_steps // EVERY + 2)
 
 
-def per_seed_step(sim: Simulation, advance: Callable[[Simulation, int, ChunkRecorder], None],
-                  steps: int, chunks: int) -> tuple[float, float]:
-    """(best, median) microseconds per seed-step over ``chunks`` chunks of ``steps`` steps."""
-    times = []
-    for _ in range(chunks):
-        rec = recorder_for(sim, steps)
-        t0 = time.perf_counter()
-        advance(sim, steps, rec)
-        times.append((time.perf_counter() - t0) / (steps * len(sim.runs)) * 1e6)
-        rec.take()
-    return min(times), statistics.median(times)
+def chunk_time(sim: Simulation, advance: Callable[[Simulation, int, ChunkRecorder], None], steps: int) -> float:
+    """Microseconds per seed-step of one chunk of ``steps`` steps."""
+    rec = recorder_for(sim, steps)
+    t0 = time.perf_counter()
+    advance(sim, steps, rec)
+    elapsed = time.perf_counter() - t0
+    rec.take()
+    return elapsed / (steps * len(sim.runs)) * 1e6
 
 
 def numpy_advance(sim: Simulation, n: int, rec: ChunkRecorder) -> None:
@@ -99,13 +96,16 @@ def main() -> None:
         ("1-1-1 PAL", lambda: fig4ab("PAL")),
     ]
     for name, build in cases:
-        results = []
-        for engine, steps in (("numpy", args.numpy_steps), ("compiled", args.kernel_steps)):
+        sims = []
+        for _ in range(2):
             sim = build()
             kernel.advance(sim, sim.protocol.settling_steps + 50, None)  # into training, quickly
-            advance = numpy_advance if engine == "numpy" else kernel.advance
-            results.append(per_seed_step(sim, advance, steps, args.chunks))
-        (np_best, np_med), (k_best, k_med) = results
+            sims.append(sim)
+        times: dict[str, list[float]] = {"numpy": [], "compiled": []}
+        for _ in range(args.chunks):  # alternate, so that both engines see the same machine load
+            times["numpy"].append(chunk_time(sims[0], numpy_advance, args.numpy_steps))
+            times["compiled"].append(chunk_time(sims[1], kernel.advance, args.kernel_steps))
+        (np_best, np_med), (k_best, k_med) = ((min(t), statistics.median(t)) for t in times.values())
         print(f"{name:10s} {np_best:11.2f} [{np_med:8.2f}]    {k_best:11.3f} [{k_med:8.3f}]    {np_best / k_best:7.0f}x")
 
     if args.full:

@@ -1,23 +1,27 @@
 """The compiled engine: one numba loop advances every run of a batch over many steps per Python call.
 
 Why: for these small networks the NumPy step (dynamics.py) spends nearly all its time in Python and NumPy call
-overhead. Here the same arithmetic runs as explicit loops (faster than np.dot for such small matrices) over a
-packed copy of the state, and Python is entered only at segment ends: record steps, epoch starts (to shuffle
-with the run's RandomState exactly as ``Simulation._prepare_step`` does) and every ``MAX_SEGMENT`` steps.
+overhead. Here the same arithmetic runs as explicit loops over a packed copy of the state, and Python is entered
+only at segment ends: record steps, epoch starts (to shuffle with the run's RandomState exactly as
+``Simulation._prepare_step`` does) and every ``MAX_SEGMENT`` steps.
 
 dynamics.py stays the specification: every expression below is written in its order of operations, so the two
-engines agree to the last bit apart from the summation order of the mat-vec products. Blocks are labelled with
-the step of dynamics.py they implement.
+engines agree to the last bit apart from the summation order of the mat-vecs (and exp, below). Blocks are
+labelled with the step of dynamics.py they implement; dynamics.py's step 4 is split around step 2 because it
+needs the previous step's dendritic potentials.
 
-Random numbers: each run's legacy ``RandomState`` (MT19937 + the polar-method gaussian with its cached second
-value) is re-implemented bit for bit in the kernel. Its state is copied in before and written back after every
-segment, so the kernel consumes exactly the normals ``noise.draw_noise`` would, in the same order, and the
-Python shuffles between segments see the generator where the NumPy engine would leave it.
+Random numbers: each run's legacy ``RandomState`` (MT19937 plus the polar-method gaussian with its cached second
+value) is re-implemented bit for bit in the kernel, so it consumes exactly the normals ``noise.draw_noise`` would,
+in the same order. The generator states are copied into the kernel at the start of ``advance`` and back before
+Python uses them (the shuffle at an epoch start) and at the end.
+
+The logistic's exp is glibc's algorithm, re-implemented so that it vectorises (``_exp_fast``): the same bits as
+libm's exp on glibc with FMA (what NumPy calls on this machine class), within one ulp elsewhere.
 
 Packed layout (built once per ``advance`` call): vectors as (R, n_entries, W) and weights *transposed* as
-(R, n_entries, W, W) with ``Wt[b, a] = W[a, b]``, W = the widest layer, zero padding never read. The transposed
-layout makes both the mat-vecs (an axpy per presynaptic neuron) and the outer-product updates run over
-contiguous postsynaptic indices, which the compiler vectorises.
+(R, n_entries, W, W) with ``Wt[b, a] = W[a, b]``, W = the widest layer rounded up to a multiple of four, zero
+padding. The transposed layout makes both the mat-vecs and the outer-product updates run over contiguous
+postsynaptic indices, in blocks of four that the compiler turns into AVX2 operations (see "Speed notes").
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_SEGMENT = 4096  # steps per kernel call at most (bounds the per-call index buffer; overhead is negligible)
 
 # -- state fields and how they are packed -------------------------------------------------------------------
-# Order matters: the kernel unpacks the tuples in exactly this order.
+# Order matters: the kernel takes these arrays as arguments in exactly this order.
 VEC_P = ("uP", "uP_old", "uP_breve", "rP_breve", "rP_breve_HI", "vbas", "noise", "r_LO", "post_LO")  # L entries
 VEC_I = ("uI", "uI_old", "uI_breve", "rI_breve", "vden")  # L-1 entries, interneuron sizes
 VEC_A = ("vapi", "vapi_noise")  # L-1 entries, hidden pyramidal sizes
@@ -259,17 +263,47 @@ def _four_words_slow(mt_key: np.ndarray, mt_out: np.ndarray, r: int, pos: int) -
 
 
 # -- the kernel ----------------------------------------------------------------------------------------------
-# Speed notes (measured; they shape how the loops below are written):
+def _kernel_options() -> dict[str, object]:
+    """numba options of the kernel: no-alias arguments when this numba lets us ask for them.
+
+    The kernel's arrays never overlap; telling LLVM so lets it vectorise more. numba has the flag but no public
+    option for it; without it the kernel computes the same, only slower.
+    """
+    try:
+        from numba.core import compiler, cpu, options
+
+        if not hasattr(cpu.CPUTargetOptions, "noalias"):
+            cpu.CPUTargetOptions.noalias = options.TargetOptions.Mapping("noalias")
+        if not cpu.CPUTargetOptions.parse_as_flags(compiler.Flags(), {"noalias": True}).noalias:
+            raise ValueError("noalias not honoured")
+        return dict(cache=True, error_model="numpy", noalias=True)
+    except Exception:  # pragma: no cover - depends on numba internals
+        return dict(cache=True, error_model="numpy")
+
+
+_KERNEL_OPTIONS = _kernel_options()
+
+
+# Speed notes (measured on the Fig. 3abc network; they shape how the loops below are written):
 # * indices are unsigned (np.uint64): numba checks signed indices for negative values at every access, which
 #   blocks vectorisation and doubled the cost of these short loops; U1 etc. keep the arithmetic unsigned;
 # * per-neuron loops run over whole blocks of four, loads before stores, which LLVM's SLP vectoriser turns into
 #   AVX2 operations (see ``_compiling``); layers are padded to multiples of four with zeros, and padded lanes
 #   never feed a real value (every sum over presynaptic neurons runs over the real ones only);
+# * mat-vecs keep eight (then four) outputs in registers while summing over the presynaptic neurons (3x faster
+#   than an axpy per presynaptic neuron); the arrays are declared non-aliasing (``_kernel_options``);
+# * increments are applied in the same pass that computes them and stored only at a segment's last step
+#   (before that they are overwritten unseen), which halves the traffic through the weight matrices;
 # * no helper that takes arrays is called per step (each call costs reference counting), except rarely.
+# Where the time goes (Fig. 3abc, PAL, bw_only): ~25 % noise (normals, one libm log per pair), ~22 % mat-vecs,
+# ~22 % weight updates, ~13 % lookahead and rates, the rest elementwise.
 
 
-@njit(cache=True, error_model="numpy")
-def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_has_gauss, mt_cached,
+@njit(**_KERNEL_OPTIONS)
+def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
+                     uI, uI_old, uI_breve, rI, vden, vapi, vapi_noise,
+                     WPP, dWPP, dWPP_LO, WIP, dWIP, BPP, dBPP, BPI, dBPI,
+                     r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_has_gauss, mt_cached,
                      patterns, targets, samples, layers, acts, dt, rp, lp, fl,
                      forward, lateral, feedback, has_target):  # pragma: no cover - compiled
     """Advance every run by ``samples.shape[1]`` steps of one phase (settling or one epoch).
@@ -279,9 +313,6 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
     receives r^HI as the recorder sees it (before that step's high-pass update). Indices: i = engine list
     entry, a = postsynaptic (or only) neuron, b = presynaptic neuron; weights are stored as W[r, i, b, a].
     """
-    (uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
-     uI, uI_old, uI_breve, rI, vden, vapi, vapi_noise) = vecs
-    WPP, dWPP, dWPP_LO, WIP, dWIP, BPP, dBPP, BPI, dBPI = mats
     R, n_steps = np.uint64(samples.shape[0]), np.uint64(samples.shape[1])
     nL, Wd = layers.shape[0] - 1, uP.shape[2]
     L = np.uint64(nL)
@@ -295,7 +326,7 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
     neg_vapi_old = np.zeros((nH, Wd))  # postsynaptic factor of dB^PI
     x, y, white = np.zeros(Wd), np.zeros(Wd), np.zeros(Wd)  # mat-vec input and output, noise draws
     slope = np.zeros((nL, Wd))  # phi' for the varphi regularizer; the output row stays 0 (feedback.py)
-    redraw = np.zeros(nH, dtype=np.bool_)
+    redraw, skip_wip = np.zeros(nH, dtype=np.bool_), np.zeros(nH, dtype=np.bool_)
     gbuf = np.zeros(nL * Wd + 2)  # the normals of one step
     pair_x1, pair_x2, pair_r2, pair_lg = np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd)
     mt_out = np.empty_like(mt_key)
@@ -398,6 +429,19 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
             if lateral or last:
                 for i in range(H):
                     n, code = n4[i + U2], acts[i + U1]
+                    # With eta_IP = 0 the update adds 0 * (finite) = +-0, i.e. leaves W^IP as it is (up to the
+                    # sign of a zero weight), unless a NaN or inf is about: then it is computed as usual. Only at
+                    # the segment's last step is the (zero) increment itself observable.
+                    skip_wip[i] = not last and lp[r, LP_DT_ETA_IP, i] == 0.0 and (code == 0 or code == 1 or code == 5)
+                    if skip_wip[i]:  # bounded activation: post is finite unless r^I or v^den_old is NaN
+                        for a in range(layers[i + U2]):
+                            skip_wip[i] &= rI[r, i, a] == rI[r, i, a] and vden[r, i, a] == vden[r, i, a]
+                        for b in range(layers[i + U1]):
+                            skip_wip[i] &= abs(rP_old[i, b]) < 1e300  # so post * pre stays finite
+                    if skip_wip[i]:
+                        for a in range(n4[i + U1]):
+                            neg_vapi_old[i, a] = -vapi[r, i, a]
+                        continue
                     ok = True
                     for a in range(U0, n, U4):  # r^I - phi(g_den/(g_l+g_den) v^den_old)
                         a1, a2, a3 = a + U1, a + U2, a + U3
@@ -708,7 +752,8 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                                 pre = rI_old[i, b]
                                 for a in range(U0, n, U4):
                                     a1, a2, a3 = a + U1, a + U2, a + U3
-                                    m0, m1, m2, m3 = neg_vapi_old[i, a], neg_vapi_old[i, a1], neg_vapi_old[i, a2], neg_vapi_old[i, a3]
+                                    m0, m1 = neg_vapi_old[i, a], neg_vapi_old[i, a1]
+                                    m2, m3 = neg_vapi_old[i, a2], neg_vapi_old[i, a3]
                                     w0, w1, w2, w3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
                                     BPI[r, i, b, a], BPI[r, i, b, a1] = w0 + eta_PI * (m0 * pre), w1 + eta_PI * (m1 * pre)
                                     BPI[r, i, b, a2], BPI[r, i, b, a3] = w2 + eta_PI * (m2 * pre), w3 + eta_PI * (m3 * pre)
@@ -717,6 +762,8 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                                 for a in range(n):
                                     BPI[r, i, b, a] = BPI[r, i, b, a] + 0.0
                         n = n4[i + U2]
+                        if skip_wip[i]:
+                            continue
                         for b in range(layers[i + U1]):  # W^IP += dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
                             pre = rP_old[i, b]
                             for a in range(U0, n, U4):
@@ -740,7 +787,8 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                                     if gate:
                                         d = eta_bw * (noise[r, i, a] * r_pre) - decay * BPP[r, i, b, a] * h
                                     else:
-                                        d = eta_bw * (noise[r, i, a] * r_pre) - ((decay * slope[i, a]) * BPP[r, i, b, a]) * s_pre
+                                        reg = ((decay * slope[i, a]) * BPP[r, i, b, a]) * s_pre
+                                        d = eta_bw * (noise[r, i, a] * r_pre) - reg
                                     BPP[r, i, b, a] = BPP[r, i, b, a] + d
                         else:  # B^PP += dt eta_bw (xi (x) r_pre - alpha B^PP)
                             for b in range(layers[i + U2]):
@@ -765,14 +813,17 @@ def _advance_segment(vecs, mats, r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_
                                 for a in range(U0, n, U4):
                                     a1, a2, a3 = a + U1, a + U2, a + U3
                                     m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
-                                    l0, l1, l2, l3 = dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1], dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3]
+                                    l0, l1 = dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1]
+                                    l2, l3 = dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3]
                                     w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
                                     l0 = l0 + lo * (eta * (m0 * pre) - l0)
                                     l1 = l1 + lo * (eta * (m1 * pre) - l1)
                                     l2 = l2 + lo * (eta * (m2 * pre) - l2)
                                     l3 = l3 + lo * (eta * (m3 * pre) - l3)
-                                    dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1], dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3] = l0, l1, l2, l3
-                                    WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3] = w0 + l0, w1 + l1, w2 + l2, w3 + l3
+                                    dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1] = l0, l1
+                                    dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3] = l2, l3
+                                    WPP[r, i, b, a], WPP[r, i, b, a1] = w0 + l0, w1 + l1
+                                    WPP[r, i, b, a2], WPP[r, i, b, a3] = w2 + l2, w3 + l3
                             else:
                                 for a in range(U0, n, U4):
                                     a1, a2, a3 = a + U1, a + U2, a + U3
@@ -1008,7 +1059,7 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
         if not np.array_equal(r0, patterns[runs, samples[:, 0].astype(np.int64)]):
             raise RuntimeError("kernel: input schedule disagrees with Simulation._prepare_step")
         with _compiling():
-            _advance_segment(tuple(packed.vecs), tuple(packed.mats), packed.r0, packed.r0_LO, packed.hi_rec,
+            _advance_segment(*packed.vecs, *packed.mats, packed.r0, packed.r0_LO, packed.hi_rec,
                              packed.counter, packed.mt_key, packed.mt_pos, packed.mt_has_gauss, packed.mt_cached,
                              patterns, targets, samples, layers, acts, float(sim.params.dt), rp, lp, fl,
                              bool(learning.forward), bool(learning.lateral), bool(learning.feedback),
