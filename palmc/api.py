@@ -36,8 +36,8 @@ def _progress_bar(total: int, enabled: bool):
                 smoothing=0.1, dynamic_ncols=True)
 
 
-def prepare_store(plan: Plan, store: Path, overwrite: bool, resume: bool) -> bool:
-    """Create the store, or check that an existing one can be resumed. Returns True when resuming."""
+def prepare_store(plan: Plan, store: Path, overwrite: bool, resume: bool) -> None:
+    """Create the store, or check that an existing one can be resumed."""
     if resume and store.exists():
         try:
             attrs = read_attrs(store)
@@ -49,10 +49,9 @@ def prepare_store(plan: Plan, store: Path, overwrite: bool, resume: bool) -> boo
                 "resume it with the experiment file that created it, or choose another output"
             )
         update_attrs(store, status="running", pid=os.getpid(), host=socket.gethostname(), resumed=_now())
-        return True
+        return
     create_store(plan, store, overwrite=overwrite)
     update_attrs(store, pid=os.getpid())
-    return False
 
 
 def _stored_attrs(store: Path) -> dict:

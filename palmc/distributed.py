@@ -40,16 +40,6 @@ def write_progress(store: str | Path, batch: BatchSpec, run_steps: int) -> None:
     os.replace(tmp, target)
 
 
-def read_progress(store: str | Path, plan: Plan) -> int:
-    total = 0
-    for batch in plan.batches:
-        try:
-            total += json.loads(progress_file(store, batch).read_text())["run_steps"]
-        except (OSError, ValueError, KeyError):
-            pass
-    return total
-
-
 def read_progress_files(store: str | Path) -> int:
     """Run-steps done according to every progress file of a store (no plan needed)."""
     total = 0
@@ -105,12 +95,12 @@ def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int |
                     results.append(future.result())
                 except Exception as err:  # noqa: BLE001 - any task error is reported per batch
                     failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
-            now = read_progress(store, plan)
+            now = read_progress_files(store)
             if now > reported:
                 on_progress(now - reported)
                 reported = now
             time.sleep(0.2)
-        now = read_progress(store, plan)
+        now = read_progress_files(store)
         if now > reported:
             on_progress(now - reported)
     finally:
