@@ -87,7 +87,7 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
     plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
     prepare_store(plan, store, overwrite, resume)
-    total = plan.protocol.total_steps * plan.n_runs
+    total = plan.total_run_steps
     use_cluster = bool(scheduler) or (n_workers > 1 and len(plan.batches) > 1)
     results: list[BatchResult] = []
     failures: list[BatchFailure] = []
@@ -115,33 +115,45 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
 
 
 def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFailure]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-run (seed, model) status and divergence step from the batches' results."""
-    status = np.full((len(plan.seeds), len(plan.model_names)), "pending", dtype=object)
+    """Per-run (seed, model, variant) status and divergence step from the batches' results.
+
+    The arrays have a variant axis only when the store has one.
+    """
+    status = np.full((len(plan.seeds), len(plan.model_names), len(plan.variants)), "pending", dtype=object)
     diverged_step = np.full(status.shape, -1, dtype=np.int64)
     by_index = {b.index: b for b in plan.batches}
     for result in results:
         batch = by_index[result.batch]
         n_model = batch.models.stop - batch.models.start
-        status[batch.seeds, batch.models] = "complete"
+        status[batch.seeds, batch.models, batch.variant] = "complete"
         for run, step in result.diverged.items():
             s, m = batch.seeds.start + run // n_model, batch.models.start + run % n_model
-            status[s, m], diverged_step[s, m] = "diverged", step
+            status[s, m, batch.variant], diverged_step[s, m, batch.variant] = "diverged", step
     for failure in failures:
-        status[failure.batch.seeds, failure.batch.models] = "failed"
+        status[failure.batch.seeds, failure.batch.models, failure.batch.variant] = "failed"
+    if not plan.has_variants:
+        return status[..., 0], diverged_step[..., 0]
     return status, diverged_step
+
+
+def _variant_text(plan: Plan, index: int) -> str:
+    from palmc.schema.sweep import label
+
+    return f", variant {index} ({label(plan.variants[index].values)})" if plan.has_variants else ""
 
 
 def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray,
                        failures: list[BatchFailure]) -> list[str]:
     problems = []
-    for s, seed in enumerate(plan.seeds):
-        for m, model in enumerate(plan.model_names):
-            if status[s, m] == "diverged":
-                problems.append(f"seed {seed}, model {model}: diverged (non-finite state) at step {diverged_step[s, m]}")
+    for (s, m, *v), value in np.ndenumerate(status):
+        if value == "diverged":
+            problems.append(f"seed {plan.seeds[s]}, model {plan.model_names[m]}{_variant_text(plan, v[0] if v else 0)}: "
+                            f"diverged (non-finite state) at step {diverged_step[(s, m, *v)]}")
     for failure in failures:
         seeds = ", ".join(str(x) for x in plan.seeds[failure.batch.seeds])
         models = ", ".join(plan.model_names[failure.batch.models])
-        problems.append(f"seeds {seeds}, models {models}: failed: {failure.error}")
+        problems.append(f"seeds {seeds}, models {models}{_variant_text(plan, failure.batch.variant)}: "
+                        f"failed: {failure.error}")
     return problems
 
 
@@ -183,8 +195,11 @@ def _size_on_disk(path: Path) -> int:
 
 def _progress_line(path: Path, ds: xr.Dataset) -> str:
     per_run = int(ds.attrs.get("steps_total", 0))
-    total = per_run * ds.sizes["seed"] * ds.sizes["model"]
+    total = int(ds.attrs.get("run_steps_total", per_run * ds.sizes["seed"] * ds.sizes["model"]))
     done = total if ds.attrs.get("status") == "complete" else read_progress_files(path)
+    if "variant" in ds.dims:
+        steps = sorted({int(x) for x in ds["steps_total"].values})
+        per_run = " to ".join(str(x) for x in steps[::max(len(steps) - 1, 1)])
     return f"{done} / {total} run-steps ({100 * done / max(total, 1):.1f} %), {per_run} steps per run"
 
 
@@ -202,6 +217,7 @@ def info(store: str | Path) -> str:
         f"status       {store_status(attrs)}: {_progress_line(path, ds)}",
         f"models       {', '.join(map(str, ds['model'].values))}",
         f"seeds        {', '.join(map(str, ds['seed'].values))}",
+        *([f"variants     {'; '.join(map(str, ds['variant_label'].values))}"] if "variant" in ds.dims else []),
         "dims         " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()),
         f"size         {_size_on_disk(path) / 2**20:.1f} MiB on disk",
         f"palmc        {attrs.get('palmc_version', '?')}  (numpy {versions.get('numpy', '?')}, "

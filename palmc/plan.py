@@ -1,8 +1,12 @@
 """What a simulation will do: runs, batches, records and chunks, derived from an experiment.
 
-A *batch* is a rectangular block of runs (a slice of seeds x a slice of models) advanced together by one
-engine call; it is also the unit a Dask task works on and the region of the store it writes, so the store's
-chunks (one seed and one model per chunk) are always aligned with every writer's region.
+A *batch* is a rectangular block of runs (a slice of seeds x a slice of models, in one variant of a parameter
+sweep) advanced together by one engine call; it is also the unit a Dask task works on and the region of the store
+it writes, so the store's chunks (one batch of seeds, one model, one variant per chunk) are always aligned with
+every writer's region.
+
+Variants of a sweep may have different time courses (e.g. a longer presentation time): the store's time axis is
+then the union of all variants' record steps, and each variant writes its records at its own positions on it.
 """
 
 from __future__ import annotations
@@ -30,41 +34,88 @@ class BatchSpec:
     index: int
     seeds: slice  # indices into Plan.seeds
     models: slice  # indices into Plan.model_names
+    variant: int = 0  # index into Plan.variants
 
     def label(self) -> str:
         return f"batch{self.index:04d}"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a parameter sweep (the only one when there is no sweep): its time course and parameters."""
+
+    index: int
+    values: dict[str, object]  # swept field path -> value ({} without a sweep)
+    protocol: Protocol
+    every: int  # record every this many steps
+    model_params: dict[str, ModelParams]
+
+    @property
+    def record_steps(self) -> np.ndarray:
+        """Steps done at each of this variant's records."""
+        return np.arange(1, self.protocol.total_steps // self.every + 1, dtype=np.int64) * self.every
+
+    @property
+    def n_records(self) -> int:
+        return self.protocol.total_steps // self.every
 
 
 @dataclass
 class Plan:
     name: str
     experiment_yaml: str
-    protocol: Protocol
     seeds: list[int]
     model_names: list[str]
-    model_params: dict[str, ModelParams]
+    variants: list[Variant]
+    swept: list[str]  # swept field paths; empty = no sweep and no 'variant' dim in the store
     variables: list[Variable]
-    every: int
     chunk_records: int
     batches: list[BatchSpec]
     engine: str
     seeds_per_batch: int
+
+    # the first variant's settings (the only ones without a sweep)
+    @property
+    def protocol(self) -> Protocol:
+        return self.variants[0].protocol
+
+    @property
+    def every(self) -> int:
+        return self.variants[0].every
+
+    @property
+    def model_params(self) -> dict[str, ModelParams]:
+        return self.variants[0].model_params
+
+    @property
+    def has_variants(self) -> bool:
+        return bool(self.swept)
 
     @property
     def layers(self) -> tuple[int, ...]:
         return self.model_params[self.model_names[0]].layers
 
     @property
-    def n_records(self) -> int:
-        return self.protocol.total_steps // self.every
+    def record_steps(self) -> np.ndarray:
+        """Steps of the store's time axis: the union of every variant's record steps."""
+        return np.unique(np.concatenate([v.record_steps for v in self.variants]))
 
     @property
-    def record_steps(self) -> np.ndarray:
-        return np.arange(1, self.n_records + 1, dtype=np.int64) * self.every
+    def n_records(self) -> int:
+        return len(self.record_steps)
+
+    def record_positions(self, variant: Variant) -> np.ndarray:
+        """Positions on the store's time axis of ``variant``'s records."""
+        return np.searchsorted(self.record_steps, variant.record_steps)
 
     @property
     def n_runs(self) -> int:
-        return len(self.seeds) * len(self.model_names)
+        return len(self.seeds) * len(self.model_names) * len(self.variants)
+
+    @property
+    def total_run_steps(self) -> int:
+        """Integration steps of all runs together."""
+        return sum(v.protocol.total_steps for v in self.variants) * len(self.seeds) * len(self.model_names)
 
     @property
     def experiment_sha256(self) -> str:
@@ -73,8 +124,9 @@ class Plan:
     def runs(self, batch: BatchSpec) -> list[RunSpec]:
         """The batch's runs, seed-major (the order of the store's (seed, model) block)."""
         first = self.seeds[0]
+        params = self.variants[batch.variant].model_params
         return [
-            RunSpec(seed=seed, model_name=name, params=self.model_params[name], input_seed=first, teacher_seed_source=first)
+            RunSpec(seed=seed, model_name=name, params=params[name], input_seed=first, teacher_seed_source=first)
             for seed in self.seeds[batch.seeds]
             for name in self.model_names[batch.models]
         ]
@@ -88,13 +140,25 @@ def _structure(p: ModelParams) -> tuple:
     return (p.layers, p.activations, p.dt)
 
 
-def make_batches(n_seeds: int, model_groups: list[slice], seeds_per_batch: int | None) -> list[BatchSpec]:
-    """Split the seeds into batches of ``seeds_per_batch`` (all by default), within each model group."""
+def model_groups(names: list[str], params: dict[str, ModelParams]) -> list[slice]:
+    """Runs of consecutive models that share layers/activations/dt (they can advance in one batch)."""
+    groups: list[slice] = []
+    start = 0
+    for i in range(1, len(names) + 1):
+        if i == len(names) or _structure(params[names[i]]) != _structure(params[names[start]]):
+            groups.append(slice(start, i))
+            start = i
+    return groups
+
+
+def make_batches(n_seeds: int, groups_per_variant: list[list[slice]], seeds_per_batch: int | None) -> list[BatchSpec]:
+    """Split the seeds into batches of ``seeds_per_batch`` (all by default), within each variant's model group."""
     per = n_seeds if not seeds_per_batch else max(1, min(seeds_per_batch, n_seeds))
     batches = []
-    for models in model_groups:
-        for start in range(0, n_seeds, per):
-            batches.append(BatchSpec(len(batches), slice(start, min(start + per, n_seeds)), models))
+    for variant, groups in enumerate(groups_per_variant):
+        for models in groups:
+            for start in range(0, n_seeds, per):
+                batches.append(BatchSpec(len(batches), slice(start, min(start + per, n_seeds)), models, variant))
     return batches
 
 
@@ -112,32 +176,27 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
     if seeds_per_batch is None:
         seeds_per_batch = max(1, math.ceil(len(experiment.seeds) / (workers or default_workers())))
     names = experiment.model_names()
-    params = {name: experiment.model_params(name) for name in names}
-    # models that share layers/activations/dt advance in one batch; otherwise each model group alone
-    groups: list[slice] = []
-    start = 0
-    for i in range(1, len(names) + 1):
-        if i == len(names) or _structure(params[names[i]]) != _structure(params[names[start]]):
-            groups.append(slice(start, i))
-            start = i
-    protocol = experiment.protocol()
-    any_pal = any(p.model == "PAL" for p in params.values())
-    variables = variables_for(list(experiment.recording.variables), protocol.task, any_pal)
-    every = int(experiment.recording.every)
-    n_records = protocol.total_steps // every
-    layers = params[names[0]].layers
+    variants = [
+        Variant(index, values, exp.protocol(), int(exp.recording.every),
+                {name: exp.model_params(name) for name in names})
+        for index, (values, exp) in enumerate(experiment.variants())
+    ]
+    any_pal = any(p.model == "PAL" for v in variants for p in v.model_params.values())
+    variables = variables_for(list(experiment.recording.variables), experiment.task, any_pal)
+    n_records = max(v.n_records for v in variants)
+    layers = variants[0].model_params[names[0]].layers
     chunk = experiment.recording.chunk_records or auto_chunk_records(variables, layers, max(n_records, 1))
     return Plan(
         name=experiment.name,
         experiment_yaml=experiment.to_yaml(),
-        protocol=protocol,
         seeds=list(experiment.seeds),
         model_names=names,
-        model_params=params,
+        variants=variants,
+        swept=experiment.sweep.paths() if experiment.sweep is not None else [],
         variables=variables,
-        every=every,
         chunk_records=int(max(1, min(chunk, max(n_records, 1)))),
-        batches=make_batches(len(experiment.seeds), groups, seeds_per_batch),
+        batches=make_batches(len(experiment.seeds), [model_groups(names, v.model_params) for v in variants],
+                             seeds_per_batch),
         engine=engine or experiment.compute.engine,
         seeds_per_batch=seeds_per_batch,
     )

@@ -54,7 +54,8 @@ def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str)
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,
               on_progress: ProgressHook | None = None) -> BatchResult:
     started = time.perf_counter()
-    sim = Simulation(plan.runs(batch), plan.protocol)
+    variant = plan.variants[batch.variant]
+    sim = Simulation(plan.runs(batch), variant.protocol)
     records_done = 0
     resumed_from = 0
     payload = None
@@ -66,15 +67,15 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
             resumed_from = sim.state.step
             if on_progress:
                 on_progress(resumed_from * len(sim.runs))
-    recorder = ChunkRecorder(sim, plan.variables, plan.every, plan.chunk_records)
+    recorder = ChunkRecorder(sim, plan.variables, variant.every, plan.chunk_records)
     writer = ChunkWriter(store, plan, batch)
-    total = plan.protocol.total_steps
+    total, n_records = variant.protocol.total_steps, variant.n_records
     diverged: dict[int, int] = {}
     if payload is not None:
         diverged = {int(run): int(step) for run, step in payload["diverged"]}
     while not sim.done:
-        records_target = min(records_done + plan.chunk_records, plan.n_records)
-        end_step = records_target * plan.every if records_target < plan.n_records else total
+        records_target = min(records_done + plan.chunk_records, n_records)
+        end_step = records_target * variant.every if records_target < n_records else total
         before = sim.state.step
         with np.errstate(all="ignore"):  # a diverging run must not stop the others; it is reported instead
             advance(sim, end_step - before, recorder, plan.engine)

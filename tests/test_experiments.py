@@ -20,7 +20,13 @@ def test_shipped_experiment_runs_shortened(path: Path, tmp_path: Path) -> None:
     short["input"].update(dataset_size=2, epochs=2)
     short["seeds"] = short["seeds"][:2]
     short["recording"]["every"] = 5
+    for axis in (short.get("sweep") or {}).values():  # swept time courses: short ones, still different
+        for field, short_values in (("dynamics.Tpres", lambda i: 10 * (i + 1) * dt), ("recording.every", lambda i: 5 * (i + 1))):
+            if field in axis:
+                axis[field] = [short_values(i) for i in range(len(axis[field]))]
     store = palmc.simulate(validate_experiment(short, source=str(path)), tmp_path / "s.zarr", workers=1, progress=False)
     ds = palmc.open(store)
     assert (ds["run_status"].values == "complete").all()
     assert list(ds["model"].values) == [m["name"] for m in short["models"]]
+    if "sweep" in short:
+        assert ds.sizes["variant"] == len(load_experiment(path).variants())

@@ -41,6 +41,7 @@ from palmc.engine.params import (
     RunSpec,
     Task,
 )
+from palmc.schema.sweep import Sweep, apply_values, get_path, label as variant_label, structural_problems
 
 # --------------------------------------------------------------------------------------------------------------
 # vocabularies
@@ -708,6 +709,11 @@ class Experiment(Section):
     recording: Recording = Field(default_factory=Recording, description="Recorded variables and recording interval.")
     output: Output = Field(default_factory=Output, description="The results store.")
     compute: Compute = Field(default_factory=Compute, description="Execution options (do not change results).")
+    sweep: Optional[Sweep] = Field(
+        None,
+        description="Parameter sweep: each combination of values is a variant (a point of the store's 'variant' "
+        "dimension) that runs every model on every seed. Null = no sweep, no variant dimension.",
+    )
 
     _source_text: Optional[tuple[str, dict[str, Any]]] = PrivateAttr(default=None)
 
@@ -745,6 +751,34 @@ class Experiment(Section):
                                      f"{variable!r} exists only in task fw_bw (bw_only has no target), got it in "
                                      f"a bw_only experiment"))
         problems += self._model_problems()
+        if self.sweep is not None and not problems:
+            problems += self._sweep_problems()
+        return problems
+
+    def _sweep_problems(self) -> list[tuple[Location, str]]:
+        """Problems of the sweep's paths, then of each variant it makes (reported at the swept field)."""
+        assert self.sweep is not None
+        settings = self.to_dict()
+        problems = structural_problems(self.sweep, settings)
+        if problems:
+            return problems
+        kinds = {path: ("zip" if path in self.sweep.zip else "grid") for path in self.sweep.paths()}
+        seen: set[tuple[Location, str]] = set()
+        for values in self.sweep.combinations():
+            try:
+                Experiment.model_validate(apply_values(settings, values))
+            except ValidationError as error:
+                for err in error.errors():
+                    found = (err.get("ctx") or {}).get("problems") or [(tuple(err["loc"]), describe_error(err, tuple(err["loc"])))]
+                    for location, message in found:
+                        where = _dotted(tuple(location))
+                        swept = next((p for p in values if where == p or where.startswith(p + ".")
+                                      or where.startswith(p + "[")), None)
+                        at: Location = ("sweep", kinds[swept], swept) if swept else ("sweep",)
+                        key = (at, f"in variant {variant_label(values)}: {where}: {message}")
+                        if key not in seen:
+                            seen.add(key)
+                            problems.append(key)
         return problems
 
     def _model_problems(self) -> list[tuple[Location, str]]:
@@ -884,6 +918,21 @@ class Experiment(Section):
             copy_teacher_voltages=init.copy_teacher_voltages,
         )
 
+    def variants(self) -> list[tuple[dict[str, Any], "Experiment"]]:
+        """({swept path: value}, experiment of that variant) per variant; ``[({}, self)]`` without a sweep.
+
+        The values are read back from the validated variant, so they have the schema's types (1 -> 1.0).
+        """
+        if self.sweep is None:
+            return [({}, self)]
+        settings = self.to_dict()
+        out = []
+        for values in self.sweep.combinations():
+            variant = Experiment.model_validate(apply_values(settings, values))
+            resolved = variant.to_dict()
+            out.append(({path: get_path(resolved, path) for path in values}, variant))
+        return out
+
     def protocol(self) -> Protocol:
         """The time course shared by every run: Tp = round(Tpres/dt) and S = round(settling_time/dt) steps."""
         return Protocol(
@@ -918,6 +967,8 @@ class Experiment(Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON types) of every setting, defaults included; empty overrides are left out."""
         data = self.model_dump(mode="json")
+        if data.get("sweep") is None:
+            data.pop("sweep", None)
         for entry in data["models"]:
             if not entry["overrides"]:
                 del entry["overrides"]

@@ -45,26 +45,75 @@ def _versions() -> dict[str, str]:
             "zarr": zarr.__version__, "dask": dask.__version__, "python": platform.python_version()}
 
 
-def _time_coords(plan: Plan) -> dict[str, tuple]:
+def _epochs(steps: np.ndarray, settling: int, per_epoch: int) -> np.ndarray:
+    return np.where(steps <= settling, 0, (steps - settling - 1) // per_epoch + 1).astype(np.int64)
+
+
+def _time_coords(plan: Plan) -> dict[str, xr.Variable]:
     steps = plan.record_steps
-    S, N = plan.protocol.settling_steps, plan.protocol.steps_per_epoch
-    epoch = np.where(steps <= S, 0, (steps - S - 1) // N + 1).astype(np.int64)
-    phase = np.array(["settling" if k <= S else "training" for k in steps], dtype=object)
+    S = plan.protocol.settling_steps  # shared by all variants (the schema refuses to sweep it)
     dt = plan.model_params[plan.model_names[0]].dt
+    protocols = {(v.protocol.settling_steps, v.protocol.steps_per_epoch) for v in plan.variants}
+    if len(protocols) == 1:
+        epoch = xr.Variable("time", _epochs(steps, S, plan.protocol.steps_per_epoch), {"long_name": "epoch (0 = settling)"})
+    else:  # each variant has its own epochs; -1 where a variant has no record
+        table = np.full((len(steps), len(plan.variants)), -1, dtype=np.int64)
+        for v in plan.variants:
+            table[plan.record_positions(v), v.index] = _epochs(v.record_steps, S, v.protocol.steps_per_epoch)
+        epoch = xr.Variable(("time", "variant"), table, {"long_name": "epoch (0 = settling, -1 = no record)"})
+    phase = np.array(["settling" if k <= S else "training" for k in steps], dtype=object)
     return {
-        "time": ("time", steps * dt, {"units": "ms", "long_name": "time at the end of the recorded step"}),
-        "step": ("time", steps, {"long_name": "integration steps done"}),
-        "epoch": ("time", epoch, {"long_name": "epoch (0 = settling)"}),
-        "phase": ("time", phase, {"long_name": "settling or training"}),
+        "time": xr.Variable("time", steps * dt, {"units": "ms", "long_name": "time at the end of the recorded step"}),
+        "step": xr.Variable("time", steps, {"long_name": "integration steps done"}),
+        "epoch": epoch,
+        "phase": xr.Variable("time", phase, {"long_name": "settling or training"}),
     }
+
+
+def _variant_coords(plan: Plan, taken: set[str]) -> dict[str, xr.Variable]:
+    """Coordinates along 'variant': index, label, the swept values and each variant's time course."""
+    from palmc.schema.sweep import coordinate_names, label
+
+    fixed = {"variant", "variant_label", "last_record", "presentation_steps", "steps_total", "record_every_steps"}
+    names = coordinate_names(plan.swept, frozenset(taken | fixed))
+    coords = {
+        "variant": xr.Variable("variant", np.arange(len(plan.variants), dtype=np.int64)),
+        "variant_label": xr.Variable("variant", np.array([label(v.values) for v in plan.variants], dtype=object),
+                                     {"long_name": "swept values of the variant"}),
+    }
+    for path, name in names.items():
+        values = [v.values[path] for v in plan.variants]
+        as_text = any(isinstance(x, (list, tuple, dict)) for x in values)
+        data = np.array([json.dumps(x) for x in values], dtype=object) if as_text else np.asarray(values)
+        coords[name] = xr.Variable("variant", data, {"long_name": f"swept field {path}"})
+    positions = [plan.record_positions(v) for v in plan.variants]
+    coords["last_record"] = xr.Variable(
+        "variant", np.array([p[-1] if len(p) else -1 for p in positions], dtype=np.int64),
+        {"long_name": "index along time of the variant's last record (later records are NaN)"})
+    coords["presentation_steps"] = xr.Variable(
+        "variant", np.array([v.protocol.steps_per_presentation for v in plan.variants], dtype=np.int64),
+        {"long_name": "integration steps per sample presentation (Tpres / dt)"})
+    coords["steps_total"] = xr.Variable(
+        "variant", np.array([v.protocol.total_steps for v in plan.variants], dtype=np.int64),
+        {"long_name": "integration steps per run"})
+    coords["record_every_steps"] = xr.Variable(
+        "variant", np.array([v.every for v in plan.variants], dtype=np.int64),
+        {"long_name": "integration steps between records"})
+    return coords
+
+
+def run_dims(plan: Plan) -> tuple[str, ...]:
+    """Dims of one run's position in the store: (seed, model) or (seed, model, variant)."""
+    return ("seed", "model", "variant") if plan.has_variants else ("seed", "model")
 
 
 def template(plan: Plan) -> xr.Dataset:
     """The lazy, all-NaN dataset with the store's full shape, coordinates and attributes."""
     layers = plan.layers
     width = max(layers)
-    n_seed, n_model = len(plan.seeds), len(plan.model_names)
-    coords: dict[str, object] = {k: xr.Variable(v[0], v[1], v[2]) for k, v in _time_coords(plan).items()}
+    runs = run_dims(plan)
+    run_shape = (len(plan.seeds), len(plan.model_names)) + ((len(plan.variants),) if plan.has_variants else ())
+    coords: dict[str, object] = dict(_time_coords(plan))
     params = [plan.model_params[m] for m in plan.model_names]
     coords.update({
         "layer": ("layer", np.arange(len(layers), dtype=np.int64), {"long_name": "network layer (0 = input)"}),
@@ -78,20 +127,27 @@ def template(plan: Plan) -> xr.Dataset:
                        np.array([[""] + list(p.activations) for p in params], dtype=object).T),
     })
     for g in ("gl", "gbas", "gapi", "gden", "gnI", "gntgt"):
-        coords[g] = ("model", np.array([getattr(p, g) for p in params]), {"units": "1/ms"})
+        # per variant too when swept, so that metrics using them broadcast over variants correctly
+        table = np.array([[getattr(v.model_params[m], g) for v in plan.variants] for m in plan.model_names])
+        if plan.has_variants:
+            coords[g] = (("model", "variant"), table, {"units": "1/ms"})
+        else:
+            coords[g] = ("model", table[:, 0], {"units": "1/ms"})
+    if plan.has_variants:
+        coords.update(_variant_coords(plan, set(coords)))
 
     data_vars = {}
     for var in plan.variables:
-        shape = (plan.n_records, *record_shape(var, layers), n_seed, n_model)
+        shape = (plan.n_records, *record_shape(var, layers), *run_shape)
         # one chunk per batch along seed: every writer's region is whole chunks, and few files per write
-        chunks = (plan.chunk_records, *record_shape(var, layers), plan.seeds_per_batch, 1)
+        chunks = (plan.chunk_records, *record_shape(var, layers), plan.seeds_per_batch, *(1,) * (len(runs) - 1))
         data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
-        data_vars[var.name] = xr.Variable(var.dims, data, {
+        dims = var.dims + (("variant",) if plan.has_variants else ())
+        data_vars[var.name] = xr.Variable(dims, data, {
             "long_name": var.long_name, "units": var.units, "symbol": var.symbol})
-    status_shape = (n_seed, n_model)
-    data_vars["run_status"] = xr.Variable(("seed", "model"), np.full(status_shape, "pending", dtype=object), {
+    data_vars["run_status"] = xr.Variable(runs, np.full(run_shape, "pending", dtype=object), {
         "long_name": "outcome of the run: pending, complete, diverged or failed"})
-    data_vars["diverged_step"] = xr.Variable(("seed", "model"), np.full(status_shape, -1, dtype=np.int64), {
+    data_vars["diverged_step"] = xr.Variable(runs, np.full(run_shape, -1, dtype=np.int64), {
         "long_name": "first recorded step with a non-finite state (-1: never)"})
     p0 = params[0]
     attrs = {
@@ -106,6 +162,8 @@ def template(plan: Plan) -> xr.Dataset:
         "engine": plan.engine,
         "seeds_per_batch": plan.seeds_per_batch,
         "steps_total": plan.protocol.total_steps,
+        "run_steps_total": plan.total_run_steps,
+        "swept": json.dumps(plan.swept),
         "steps_done": 0,
         "status": "running",
         "palmc_version": _versions()["palmc"],
@@ -157,25 +215,34 @@ class ChunkWriter:
     def __init__(self, path: str | Path, plan: Plan, batch: BatchSpec) -> None:
         group = zarr.open_group(str(path), mode="r+", zarr_format=3)
         self.arrays = {var.name: group[var.name] for var in plan.variables}
-        self.batch = batch
+        self.run_region: tuple[slice, ...] = (batch.seeds, batch.models)
+        if plan.has_variants:
+            self.run_region += (slice(batch.variant, batch.variant + 1),)
         self.n_seed = batch.seeds.stop - batch.seeds.start
         self.n_model = batch.models.stop - batch.models.start
+        # where this batch's records go on the store's time axis (all of it, unless variants differ in time)
+        self.positions = plan.record_positions(plan.variants[batch.variant])
 
     def write(self, first_record: int, data: dict[str, np.ndarray]) -> None:
-        """Write records ``first_record ..`` (name -> (n, *record_shape, R), runs seed-major)."""
+        """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs seed-major)."""
         for name, block in data.items():
             n = block.shape[0]
-            block = block.reshape(*block.shape[:-1], self.n_seed, self.n_model)
-            middle = (slice(None),) * (block.ndim - 3)
-            self.arrays[name][(slice(first_record, first_record + n), *middle, self.batch.seeds, self.batch.models)] = block
+            block = block.reshape(*block.shape[:-1], self.n_seed, self.n_model, *(1,) * (len(self.run_region) - 2))
+            middle = (slice(None),) * (block.ndim - 1 - len(self.run_region))
+            where = self.positions[first_record:first_record + n]
+            if n and where[-1] - where[0] == n - 1:  # contiguous: a plain region write
+                self.arrays[name][(slice(where[0], where[0] + n), *middle, *self.run_region)] = block
+            else:
+                self.arrays[name].oindex[(where, *middle, *self.run_region)] = block
 
 
 def write_run_status(path: str | Path, status: np.ndarray, diverged_step: np.ndarray) -> None:
-    """Write the per-run outcome arrays, shape (seed, model), in one go (only the coordinating process does)."""
+    """Write the per-run outcome arrays, shape (seed, model[, variant]), in one go (only the coordinator does)."""
+    dims = ("seed", "model", "variant")[:status.ndim]
     xr.Dataset({
-        "run_status": xr.Variable(("seed", "model"), status.astype(object)),
-        "diverged_step": xr.Variable(("seed", "model"), diverged_step.astype(np.int64)),
-    }).to_zarr(path, region={"seed": slice(None), "model": slice(None)}, consolidated=False, zarr_format=3)
+        "run_status": xr.Variable(dims, status.astype(object)),
+        "diverged_step": xr.Variable(dims, diverged_step.astype(np.int64)),
+    }).to_zarr(path, region={d: slice(None) for d in dims}, consolidated=False, zarr_format=3)
 
 
 def update_attrs(path: str | Path, **attrs: object) -> None:
