@@ -11,8 +11,9 @@ import numpy as np
 import xarray as xr
 
 from palmc.distributed import SCHEDULER_ENV, BatchFailure, batch_task, default_workers, read_progress_files, run_on_cluster
-from palmc.plan import Plan, make_plan
+from palmc.plan import BatchSpec, Plan, make_plan
 from palmc.runner import BatchResult
+from palmc.store.location import StoreLocation
 from palmc.store.writer import StoreError, _now, create_store, read_attrs, update_attrs, write_run_status
 
 
@@ -36,7 +37,7 @@ def _progress_bar(total: int, enabled: bool):
                 smoothing=0.1, dynamic_ncols=True)
 
 
-def prepare_store(plan: Plan, store: Path, overwrite: bool, resume: bool) -> None:
+def prepare_store(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool) -> None:
     """Create the store, or check that an existing one can be resumed."""
     if resume and store.exists():
         try:
@@ -54,7 +55,7 @@ def prepare_store(plan: Plan, store: Path, overwrite: bool, resume: bool) -> Non
     update_attrs(store, pid=os.getpid())
 
 
-def _stored_attrs(store: Path) -> dict:
+def _stored_attrs(store: StoreLocation) -> dict:
     try:
         return read_attrs(store)
     except Exception:  # noqa: BLE001 - an unreadable store is reported by prepare_store
@@ -63,10 +64,11 @@ def _stored_attrs(store: Path) -> dict:
 
 def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
              engine: str | None = None, progress: bool = True, seeds_per_batch: int | None = None,
-             scheduler: str | None = None, workers: int | None = None) -> Path:
+             scheduler: str | None = None, workers: int | None = None) -> Path | str:
     """Run every (seed, model) of ``experiment`` and write the recordings to the Zarr ``store``.
 
-    ``store`` defaults to the experiment's ``output.store``. Batches of runs are spread over a Dask cluster
+    ``store`` (a local path or an fsspec URL such as ``s3://bucket/run.zarr``) defaults to the experiment's
+    ``output.store``; returns the store's local Path, or its URL. Batches of runs are spread over a Dask cluster
     (``scheduler`` address, ``$PALMC_SCHEDULER`` or the experiment's ``compute.scheduler``; else a LocalCluster
     of ``workers`` processes, by default one per core); a plan of a single batch on one machine runs in-process.
     The store is streamed (memory stays bounded whatever the run length) and ``resume=True`` continues an
@@ -78,7 +80,7 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or getattr(compute, "scheduler", None)
     workers = workers or getattr(compute, "workers", None)
     n_workers = workers or default_workers()
-    store = Path(store if store is not None else experiment.output.store)
+    store = StoreLocation(store if store is not None else experiment.output.store)
     if resume and store.exists():
         # continue with the engine and batches that wrote the store: checkpoints are per batch, and the same
         # engine makes the resumed records match an uninterrupted run to the last bit
@@ -93,14 +95,23 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     failures: list[BatchFailure] = []
     try:
         with _progress_bar(total, progress) as bar:
+            runs_done = 0
+
+            def on_batch_done(batch: BatchSpec) -> None:
+                nonlocal runs_done
+                runs_done += len(plan.runs(batch))
+                bar.set_postfix_str(f"runs {runs_done}/{plan.n_runs} done", refresh=True)
+
             if use_cluster:
                 def on_dashboard(link: str) -> None:
                     if progress:
                         bar.write(f"Dask dashboard: {link}")
-                results, failures = run_on_cluster(plan, str(store), scheduler, n_workers, bar.update, on_dashboard)
+                results, failures = run_on_cluster(plan, str(store), scheduler, n_workers, bar.update, on_dashboard,
+                                                   on_batch_done=on_batch_done)
             else:
                 for batch in plan.batches:
                     results.append(batch_task(str(store), plan, batch, report=bar.update))
+                    on_batch_done(batch)
     except BaseException:
         update_attrs(store, status="interrupted", ended=_now())
         raise
@@ -110,8 +121,8 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
                  steps_done=plan.protocol.total_steps if not failures else 0, ended=_now())
     problems = _describe_problems(plan, status, diverged_step, failures)
     if problems:
-        raise RunFailures(store, problems)
-    return store
+        raise RunFailures(str(store), problems)
+    return store.path if store.is_local else store.url
 
 
 def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFailure]) -> tuple[np.ndarray, np.ndarray]:
@@ -160,14 +171,14 @@ def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray
 class RunFailures(Exception):
     """Some runs failed or diverged; the store holds every run, and says which ones in ``run_status``."""
 
-    def __init__(self, store: Path, problems: list[str]) -> None:
+    def __init__(self, store: str, problems: list[str]) -> None:
         self.store, self.problems = store, problems
         super().__init__(f"{len(problems)} run(s) did not complete in {store}:\n  " + "\n  ".join(problems))
 
 
 def open(store: str | Path) -> xr.Dataset:  # noqa: A001 - mirrors xr.open_zarr
-    """Open a store lazily (dask-backed variables)."""
-    return xr.open_zarr(str(store), consolidated=False)
+    """Open a store (local path or fsspec URL) lazily (dask-backed variables)."""
+    return xr.open_zarr(str(StoreLocation(store)), consolidated=False)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -189,11 +200,7 @@ def store_status(attrs: dict) -> str:
     return status
 
 
-def _size_on_disk(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def _progress_line(path: Path, ds: xr.Dataset) -> str:
+def _progress_line(path: StoreLocation, ds: xr.Dataset) -> str:
     per_run = int(ds.attrs.get("steps_total", 0))
     total = int(ds.attrs.get("run_steps_total", per_run * ds.sizes["seed"] * ds.sizes["model"]))
     done = total if ds.attrs.get("status") == "complete" else read_progress_files(path)
@@ -205,7 +212,7 @@ def _progress_line(path: Path, ds: xr.Dataset) -> str:
 
 def info(store: str | Path) -> str:
     """A human summary of a store."""
-    path = Path(store)
+    path = StoreLocation(store)
     if not path.exists():
         raise StoreError(f"{path} does not exist")
     ds = open(path)
@@ -219,7 +226,7 @@ def info(store: str | Path) -> str:
         f"seeds        {', '.join(map(str, ds['seed'].values))}",
         *([f"variants     {'; '.join(map(str, ds['variant_label'].values))}"] if "variant" in ds.dims else []),
         "dims         " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()),
-        f"size         {_size_on_disk(path) / 2**20:.1f} MiB on disk",
+        f"size         {path.size() / 2**20:.1f} MiB on disk",
         f"palmc        {attrs.get('palmc_version', '?')}  (numpy {versions.get('numpy', '?')}, "
         f"xarray {versions.get('xarray', '?')}, zarr {versions.get('zarr', '?')})",
         f"created      {attrs.get('created', '?')} on {attrs.get('host', '?')}; ended {attrs.get('ended', '-')}",

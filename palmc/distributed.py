@@ -17,9 +17,11 @@ from typing import Callable
 
 from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
 from palmc.runner import BatchResult, run_batch
+from palmc.store.location import StoreLocation
 from palmc.store.writer import CHECKPOINT_DIR
 
 SCHEDULER_ENV = "PALMC_SCHEDULER"
+LOCAL_PROCESSES_ENV = "PALMC_LOCAL_PROCESSES"
 
 
 @dataclass
@@ -28,24 +30,18 @@ class BatchFailure:
     error: str
 
 
-def progress_file(store: str | Path, batch: BatchSpec) -> Path:
-    return Path(store) / CHECKPOINT_DIR / f"{batch.label()}.progress.json"
+def write_progress(store: str | Path | StoreLocation, batch: BatchSpec, run_steps: int) -> None:
+    data = json.dumps({"run_steps": run_steps, "time": time.time()}).encode()
+    StoreLocation(store).write_bytes(data, CHECKPOINT_DIR, f"{batch.label()}.progress.json")
 
 
-def write_progress(store: str | Path, batch: BatchSpec, run_steps: int) -> None:
-    target = progress_file(store, batch)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"run_steps": run_steps, "time": time.time()}))
-    os.replace(tmp, target)
-
-
-def read_progress_files(store: str | Path) -> int:
+def read_progress_files(store: str | Path | StoreLocation) -> int:
     """Run-steps done according to every progress file of a store (no plan needed)."""
+    location = StoreLocation(store)
     total = 0
-    for f in (Path(store) / CHECKPOINT_DIR).glob("*.progress.json"):
+    for key in location.glob(f"{CHECKPOINT_DIR}/*.progress.json"):
         try:
-            total += json.loads(f.read_text())["run_steps"]
+            total += json.loads(location.fs.cat_file(key))["run_steps"]
         except (OSError, ValueError, KeyError):
             pass
     return total
@@ -65,9 +61,23 @@ def batch_task(store: str, plan: Plan, batch: BatchSpec, report: Callable[[int],
     return run_batch(store, plan, batch, resume=True, on_progress=on_progress)
 
 
+def local_processes(engine: str) -> bool:
+    """Whether a LocalCluster's workers are processes (else threads of this process).
+
+    The compiled kernel releases the GIL, so thread workers run batches in parallel and avoid the seconds a
+    process pool spends starting and importing; the NumPy engine holds the GIL and needs processes.
+    ``PALMC_LOCAL_PROCESSES=1`` (or 0) overrides the choice.
+    """
+    forced = os.environ.get(LOCAL_PROCESSES_ENV)
+    if forced is not None:
+        return forced.strip().lower() not in ("0", "false", "no", "")
+    return engine != "compiled"
+
+
 def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int | None,
                    on_progress: Callable[[int], None], on_dashboard: Callable[[str], None],
-                   retries: int = 2) -> tuple[list[BatchResult], list[BatchFailure]]:
+                   retries: int = 2, on_batch_done: Callable[[BatchSpec], None] | None = None,
+                   ) -> tuple[list[BatchResult], list[BatchFailure]]:
     """Run every batch of ``plan`` on a cluster; returns the results and the batches that failed for good."""
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -77,7 +87,7 @@ def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int |
         client = Client(scheduler)
     else:
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
-                               processes=True, dashboard_address=":0")
+                               processes=local_processes(plan.engine), dashboard_address=":0")
         client = Client(cluster)
     results: list[BatchResult] = []
     failures: list[BatchFailure] = []
@@ -87,22 +97,28 @@ def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int |
         futures = {client.submit(batch_task, store, plan, b, retries=retries, pure=False, key=f"palmc-{plan.name}-{b.label()}-{time.time_ns()}"): b
                    for b in plan.batches}
         reported = 0
+
+        def report_progress() -> None:
+            nonlocal reported
+            now = read_progress_files(store)
+            if now > reported:
+                on_progress(now - reported)
+                reported = now
+
         pending = as_completed(list(futures))
         while not pending.is_empty():
-            for future in pending.next_batch(block=False) if pending.has_ready() else []:
+            ready = pending.next_batch(block=False) if pending.has_ready() else []
+            report_progress()  # read after collecting: finished tasks' last progress files are complete
+            for future in ready:
                 batch = futures[future]
                 try:
                     results.append(future.result())
                 except Exception as err:  # noqa: BLE001 - any task error is reported per batch
                     failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
-            now = read_progress_files(store)
-            if now > reported:
-                on_progress(now - reported)
-                reported = now
+                if on_batch_done is not None:
+                    on_batch_done(batch)
             time.sleep(0.2)
-        now = read_progress_files(store)
-        if now > reported:
-            on_progress(now - reported)
+        report_progress()
     finally:
         client.close()
         if cluster is not None:

@@ -127,3 +127,30 @@ def test_bp_and_fa_need_no_pal_sections(tmp_path: Path) -> None:
     store = palmc.simulate(exp, workers=1, progress=False)
     mse = palmc.open(store)["MSE"].sel(model="BP")
     assert np.isfinite(mse.isel(time=-1)).all()
+
+
+def test_store_at_an_fsspec_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL store (here fsspec's in-memory filesystem, standing in for object storage) works like a directory,
+    also when a thread-worker cluster writes it."""
+    import uuid
+
+    from palmc.store.writer import StoreError
+
+    exp = write_experiment(tmp_path, models="  - {kind: FA}\n  - {kind: PAL}", seeds=(11, 12, 13), every=3)
+    local = palmc.open(palmc.simulate(exp, tmp_path / "local.zarr", workers=1, progress=False, engine="numpy"))
+    url = f"memory://palmc-{uuid.uuid4().hex}/exp.zarr"
+    assert palmc.simulate(exp, url, workers=1, progress=False, engine="numpy") == url
+    xr.testing.assert_identical(_data_vars(palmc.open(url)), _data_vars(local))
+    assert "complete" in palmc.info(url)
+    with pytest.raises(StoreError, match="already exists"):
+        palmc.simulate(exp, url, workers=1, progress=False, engine="numpy")
+    by_cli = f"memory://palmc-{uuid.uuid4().hex}/cli.zarr"
+    result = runner.invoke(app, ["simulate", str(exp), "-o", by_cli, "--workers", "1", "--no-progress",
+                                 "--engine", "numpy"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["info", by_cli])
+    assert result.exit_code == 0 and "complete" in result.output, result.output
+    monkeypatch.setenv("PALMC_LOCAL_PROCESSES", "0")  # thread workers share this process's memory filesystem
+    clustered = f"memory://palmc-{uuid.uuid4().hex}/exp.zarr"
+    palmc.simulate(exp, clustered, workers=2, seeds_per_batch=1, progress=False, engine="numpy")
+    xr.testing.assert_identical(_data_vars(palmc.open(clustered)), _data_vars(local))

@@ -9,6 +9,7 @@ atomically after each chunk it wrote, so a killed run resumes exactly where its 
 from __future__ import annotations
 
 import getpass
+import io
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import zarr
 
 from palmc.plan import BatchSpec, Plan
 from palmc.store.layout import record_shape
+from palmc.store.location import StoreLocation
 
 CHECKPOINT_DIR = "_palmc_checkpoints"
 
@@ -176,15 +178,33 @@ def template(plan: Plan) -> xr.Dataset:
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def create_store(plan: Plan, path: str | Path, overwrite: bool = False) -> None:
+def create_store(plan: Plan, path: "str | Path | StoreLocation", overwrite: bool = False) -> None:
     """Lay out a new store (metadata and coordinates only).
 
-    An existing path is replaced only with ``overwrite``; the new store is built next to it and swapped in, so a
-    failure leaves the old one untouched.
+    An existing store is replaced only with ``overwrite``. A local store is built next to the old one and swapped
+    in, so a failure leaves the old one untouched; a URL's old store is removed first (object stores cannot swap).
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise StoreError(f"{path} already exists; pass --overwrite to replace it or --resume to continue it")
+    location = StoreLocation(path)
+    if location.exists() and not overwrite:
+        raise StoreError(f"{location} already exists; pass --overwrite to replace it or --resume to continue it")
+    try:
+        if location.is_local:
+            _create_local(plan, location.path)
+        else:
+            if location.exists():
+                location.remove()
+            _write_template(plan, location.url)
+    except OSError as err:
+        raise StoreError(f"cannot write the store {location}: {err.strerror or err}") from err
+
+
+def _write_template(plan: Plan, target: str) -> None:
+    template(plan).to_zarr(target, mode="w", compute=False, consolidated=False, zarr_format=3)
+    # an (empty) Zarr group, so that readers of the store see the checkpoint folder as part of it
+    zarr.open_group(f"{target}/{CHECKPOINT_DIR}", mode="w", zarr_format=3)
+
+
+def _create_local(plan: Plan, path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -192,14 +212,10 @@ def create_store(plan: Plan, path: str | Path, overwrite: bool = False) -> None:
     except OSError as err:
         raise StoreError(f"cannot create the store {path}: {err.strerror or err}") from err
     try:
-        template(plan).to_zarr(staging / "store.zarr", mode="w", compute=False, consolidated=False, zarr_format=3)
-        # an (empty) Zarr group, so that readers of the store see the checkpoint folder as part of it
-        zarr.open_group(str(staging / "store.zarr" / CHECKPOINT_DIR), mode="w", zarr_format=3)
+        _write_template(plan, str(staging / "store.zarr"))
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging / "store.zarr", path)
-    except OSError as err:
-        raise StoreError(f"cannot write the store {path}: {err.strerror or err}") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -212,8 +228,8 @@ class ChunkWriter:
     of chunks along time, seed and model, so writers of different batches never touch the same chunk.
     """
 
-    def __init__(self, path: str | Path, plan: Plan, batch: BatchSpec) -> None:
-        group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    def __init__(self, path: "str | Path | StoreLocation", plan: Plan, batch: BatchSpec) -> None:
+        group = zarr.open_group(str(StoreLocation(path)), mode="r+", zarr_format=3)
         self.arrays = {var.name: group[var.name] for var in plan.variables}
         self.run_region: tuple[slice, ...] = (batch.seeds, batch.models)
         if plan.has_variants:
@@ -236,42 +252,39 @@ class ChunkWriter:
                 self.arrays[name].oindex[(where, *middle, *self.run_region)] = block
 
 
-def write_run_status(path: str | Path, status: np.ndarray, diverged_step: np.ndarray) -> None:
+def write_run_status(path: "str | Path | StoreLocation", status: np.ndarray, diverged_step: np.ndarray) -> None:
     """Write the per-run outcome arrays, shape (seed, model[, variant]), in one go (only the coordinator does)."""
     dims = ("seed", "model", "variant")[:status.ndim]
     xr.Dataset({
         "run_status": xr.Variable(dims, status.astype(object)),
         "diverged_step": xr.Variable(dims, diverged_step.astype(np.int64)),
-    }).to_zarr(path, region={d: slice(None) for d in dims}, consolidated=False, zarr_format=3)
+    }).to_zarr(str(StoreLocation(path)), region={d: slice(None) for d in dims}, consolidated=False, zarr_format=3)
 
 
-def update_attrs(path: str | Path, **attrs: object) -> None:
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+def update_attrs(path: "str | Path | StoreLocation", **attrs: object) -> None:
+    group = zarr.open_group(str(StoreLocation(path)), mode="r+", zarr_format=3)
     group.attrs.update(attrs)
 
 
-def read_attrs(path: str | Path) -> dict:
-    return dict(zarr.open_group(str(path), mode="r", zarr_format=3).attrs)
+def read_attrs(path: "str | Path | StoreLocation") -> dict:
+    return dict(zarr.open_group(str(StoreLocation(path)), mode="r", zarr_format=3).attrs)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------
-def checkpoint_path(path: str | Path, batch: BatchSpec) -> Path:
-    return Path(path) / CHECKPOINT_DIR / f"{batch.label()}.npz"
+def checkpoint_name(batch: BatchSpec) -> str:
+    return f"{batch.label()}.npz"
 
 
-def save_checkpoint(path: str | Path, batch: BatchSpec, payload: dict[str, np.ndarray]) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
-    target = checkpoint_path(path, batch)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name, dir=target.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **payload)
-    os.replace(tmp, target)
+def save_checkpoint(path: "str | Path | StoreLocation", batch: BatchSpec, payload: dict[str, np.ndarray]) -> None:
+    """Write a checkpoint atomically: a reader sees the previous one or this one, never a part."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **payload)
+    StoreLocation(path).write_bytes(buffer.getvalue(), CHECKPOINT_DIR, checkpoint_name(batch))
 
 
-def load_checkpoint(path: str | Path, batch: BatchSpec) -> dict[str, np.ndarray] | None:
-    target = checkpoint_path(path, batch)
-    if not target.exists():
+def load_checkpoint(path: "str | Path | StoreLocation", batch: BatchSpec) -> dict[str, np.ndarray] | None:
+    data = StoreLocation(path).read_bytes(CHECKPOINT_DIR, checkpoint_name(batch))
+    if data is None:
         return None
-    with np.load(target, allow_pickle=False) as f:
+    with np.load(io.BytesIO(data), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}

@@ -1,0 +1,86 @@
+"""Where a store lives: a local directory or an fsspec URL (``s3://bucket/runs/fig3abc.zarr``, ``gs://...``).
+
+Zarr and xarray read and write both kinds themselves; this module gives palmc the few other file operations it
+needs (checkpoints and progress files inside the store, existence, removal, size) for either kind. Remote
+cluster workers write to the same location, so it must be one that every worker can reach: a shared filesystem
+path or an object-store URL (the protocol's fsspec package, e.g. s3fs, must be installed on every worker).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+class StoreLocation:
+    """A store's address. ``str(location)`` is what Zarr and xarray are given (a path, or the URL)."""
+
+    def __init__(self, target: "str | Path | StoreLocation") -> None:
+        if isinstance(target, StoreLocation):
+            target = target.url
+        text = str(target)
+        self.fs, root = fsspec.core.url_to_fs(text)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        # local stores are plain paths (Zarr's fsspec store does not create local directories)
+        self.url = root if self.is_local else text
+        self.root = root.rstrip("/")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"StoreLocation({self.url!r})"
+
+    def __fspath__(self) -> str:
+        if not self.is_local:
+            raise TypeError(f"{self.url} is not a local path")
+        return self.url
+
+    @property
+    def name(self) -> str:
+        return self.root.rsplit("/", 1)[-1]
+
+    @property
+    def path(self) -> Path:
+        """The local directory (only for local stores)."""
+        return Path(self.root)
+
+    def key(self, *parts: str) -> str:
+        """The filesystem path of a file inside the store."""
+        return "/".join([self.root, *parts])
+
+    def exists(self, *parts: str) -> bool:
+        return bool(self.fs.exists(self.key(*parts)))
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Write a file inside the store so that readers see the old or the new content, never a part."""
+        target = self.key(*parts)
+        if self.is_local:
+            folder = os.path.dirname(target)
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target), dir=folder)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        else:  # an object store replaces an object in one PUT
+            self.fs.pipe_file(target, data)
+
+    def read_bytes(self, *parts: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(self.key(*parts)))
+        except FileNotFoundError:
+            return None
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(self.fs.glob(self.key(pattern)))
+
+    def remove(self) -> None:
+        self.fs.rm(self.root, recursive=True)
+
+    def size(self) -> int:
+        """Bytes stored."""
+        return int(self.fs.du(self.root))
