@@ -4,12 +4,16 @@ Everything takes xarray objects that follow ``docs/dataset-contract.md`` (or que
 
 * :func:`decimate` shortens the ``time`` axis lazily (block means or strides) to at most ``max_points`` records,
   so a 10^6-record series plots quickly and the HTML stays small;
-* :func:`plot_result` turns a query result into curves: one panel per layer, one colour per model, a mean line
-  and a band over seeds (min-max, std or quantiles), or the band of a result already reduced to quantiles;
+* :func:`plot_result` turns a query result into curves: one panel per layer, one colour per model (and per
+  variant of a sweep, labelled with the variant's label), a mean line and a band over seeds (min-max, std or
+  quantiles), or the band of a result already reduced to quantiles;
 * :func:`plot_query` runs a query (:func:`palmc.query.query`) and plots it;
 * :func:`trajectories` (and :func:`weight_trajectories`, :func:`voltage_trajectories`) draw every entry of a
   weight matrix or every neuron of a layer over time, in a :class:`holoviews.HoloMap` whose widgets pick the
-  model, seed and layer.
+  model, variant (sweeps), seed and layer.
+
+Sweeps: a variant has NaN at the times it does not record (the store's time axis is the union of all variants'
+record times); its curves skip those times, so they are drawn through the variant's own records.
 
 Time is in ms, angles in degrees; labels use the paper's symbols (B^PP, W^PP, ...).
 """
@@ -31,6 +35,7 @@ __all__ = [
     "BandKind",
     "METRIC_LABELS",
     "decimate",
+    "line_colors",
     "model_colors",
     "plot_query",
     "plot_result",
@@ -93,6 +98,52 @@ _PALETTE = (
 def model_colors(models: Iterable[Any]) -> dict[str, str]:
     """A fixed colour per model name (Category10 order), so a model has the same colour in every panel."""
     return {str(m): _PALETTE[i % len(_PALETTE)] for i, m in enumerate(models)}
+
+
+def _variants(obj: xr.DataArray | xr.Dataset) -> list[tuple[int | None, str]]:
+    """(index, label) of each variant along the ``variant`` dim, or ``[(None, "")]`` without one."""
+    if "variant" not in obj.dims:
+        return [(None, "")]
+    index = [int(v) for v in obj["variant"].values]
+    labels = ([str(l) for l in np.asarray(obj["variant_label"].values, dtype=object)]
+              if "variant_label" in obj.coords else [str(i) for i in index])
+    return list(zip(index, labels))
+
+
+def _selected_variant(obj: xr.DataArray | xr.Dataset) -> str:
+    """The label of a single selected variant (a scalar ``variant`` coordinate), else ""."""
+    if "variant" in obj.dims or "variant" not in obj.coords:
+        return ""
+    if "variant_label" in obj.coords and obj["variant_label"].ndim == 0:
+        return str(obj["variant_label"].values)
+    return str(obj["variant"].values)
+
+
+def _line_label(model: str, variant: str) -> str:
+    if not variant:
+        return model
+    return f"{model} [{variant}]" if model else variant
+
+
+def _models(obj: xr.DataArray | xr.Dataset) -> list[str]:
+    if "model" in obj.dims:
+        return [str(m) for m in obj["model"].values]
+    return [str(obj["model"].values)] if "model" in obj.coords else [""]  # one model selected, or none
+
+
+def line_colors(obj: xr.DataArray | xr.Dataset) -> dict[str, str]:
+    """A fixed colour per line of :func:`plot_result` (model, or "model [variant label]" for a sweep), so that a
+    line has the same colour in every panel; keys are the legend labels."""
+    return model_colors(_line_label(m, v) for m in _models(obj) for _, v in _variants(obj))
+
+
+def _drop_padding(da: xr.DataArray) -> xr.DataArray:
+    """The records where ``da`` (one variant) has any value: a variant's curve skips the times it does not record."""
+    if "time" not in da.dims:
+        return da
+    others = [d for d in da.dims if d != "time"]
+    defined = np.asarray(da.notnull().any(others).values if others else da.notnull().values)
+    return da.isel(time=np.flatnonzero(defined)) if defined.any() and not defined.all() else da
 
 
 def _units(attrs: dict[str, Any]) -> str | None:
@@ -220,13 +271,21 @@ def _is_positive(da: xr.DataArray) -> bool:
 
 def _scalar_plot(da: xr.DataArray, title: str, ydim: hv.Dimension, width: int, height: int) -> hv.Element | hv.Layout:
     """Results without a time axis: bars of the mean over seeds per (layer, model), plus a table of all values."""
-    df = da.drop_vars([c for c in da.coords if c not in da.dims]).to_dataframe(name="value").reset_index()
-    table = hv.Table(df).opts(title=f"{title} (values)", width=width, height=height)
-    cats = [d for d in ("layer", "model") if d in da.dims]
-    if not cats or set(da.dims) - {"layer", "model", "seed"}:
+    labels = dict(_variants(da))
+
+    def frame(values: xr.DataArray) -> Any:
+        df = values.drop_vars([c for c in values.coords if c not in values.dims]).to_dataframe(name="value")
+        df = df.reset_index()
+        if "variant" in df.columns:  # variants by their labels
+            df["variant"] = [labels.get(int(v), str(v)) for v in df["variant"]]
+        return df
+
+    table = hv.Table(frame(da)).opts(title=f"{title} (values)", width=width, height=height)
+    cats = [d for d in ("layer", "model", "variant") if d in da.dims]
+    if not cats or set(da.dims) - {"layer", "model", "variant", "seed"}:
         return table
     mean = da.mean("seed") if "seed" in da.dims else da
-    bars_df = mean.to_dataframe(name="value").reset_index()
+    bars_df = frame(mean)
     for c in cats:
         bars_df[c] = bars_df[c].astype(str)
     bars = hv.Bars(bars_df, kdims=cats, vdims=[hv.Dimension("value", label=ydim.label, unit=ydim.unit)]).opts(
@@ -257,25 +316,26 @@ def plot_result(
 ) -> hv.Layout | hv.Overlay | hv.Element:
     """Plot a query result (or any contract variable) over time.
 
-    One panel per ``layer`` (if present); in each, one colour per ``model``: a line for the mean over seeds and a
-    band (``band``: min-max, mean ± std, quantiles, or none). A result reduced to quantiles draws its outer
-    quantiles as the band. Any other dim (``neuron``, ``pre``, ...) gives one thin line per entry (at most
-    ``max_lines``, mean over seeds). The series is first decimated to ``max_points`` records (block means).
+    One panel per ``layer`` (if present); in each, one colour per ``model`` (per model and ``variant`` for a sweep,
+    labelled "model [variant label]"; each variant's curve skips the times it does not record): a line for the
+    mean over seeds and a band (``band``: min-max, mean ± std, quantiles, or none). A result reduced to quantiles
+    draws its outer quantiles as the band. Any other dim (``neuron``, ``pre``, ...) gives one thin line per entry
+    (at most ``max_lines``, mean over seeds). The series is first decimated to ``max_points`` records (block means).
     Results without ``time`` give bars and a table. ``logy=None`` uses a log axis for MSE-like positive results.
     """
     metric = str(da.attrs.get("metric") or da.name or "")
     ydim = value_dimension(da, name=metric or "value")
     title = title or _SHORT_LABELS.get(metric) or ydim.label
+    if _selected_variant(da):
+        title = f"{title} [{_selected_variant(da)}]"
     if "time" not in da.dims:
         return _scalar_plot(da.load(), title, ydim, width, height)
     data = decimate(da, max_points).load()
     if logy is None:
         logy = metric.lower() in ("mse", "mse_mean") and _is_positive(data)
-    if "model" in data.dims:
-        models = [str(m) for m in data["model"].values]
-    else:  # one model selected (a scalar coordinate) or none
-        models = [str(data["model"].values)] if "model" in data.coords else [""]
-    colors = colors or model_colors(models)
+    lines = [(m, v, _line_label(m, label)) for m in _models(data) for v, label in _variants(data)]
+    defaults = line_colors(data)
+    colors = colors or defaults
     band_text = _band_description(data, band, quantiles)
     layers: list[int | None] = [None]
     if "layer" in data.dims:
@@ -287,11 +347,12 @@ def plot_result(
     for layer in layers:
         sub = data.sel(layer=layer, drop=True) if layer is not None else data
         elements: list[hv.Element] = []
-        for model in models:
+        for model, variant, name in lines:
             run = sub.sel(model=model, drop=True) if "model" in sub.dims else sub
-            elements += _model_elements(
-                run, model, colors.get(model, _PALETTE[0]), ydim, band, quantiles, band_text, max_lines
-            )
+            if variant is not None:
+                run = _drop_padding(run.sel(variant=variant, drop=True))
+            color = colors.get(name) or defaults[name]
+            elements += _model_elements(run, name, color, ydim, band, quantiles, band_text, max_lines)
         panel_title = title if layer is None else f"{title}, layer {layer}"
         overlay = hv.Overlay(elements).opts(
             title=panel_title, width=width, height=height, show_grid=True, logy=bool(logy), legend_position="top_right"
@@ -411,10 +472,14 @@ def trajectories(
     height: int = 300,
     dims: Sequence[str] = ("model", "seed", "layer"),
     color: str | None = None,
+    variants: Any = None,
 ) -> hv.HoloMap:
-    """Every entry of a weight matrix (or every neuron of a layer) over time, one frame per (model, seed, layer).
+    """Every entry of a weight matrix (or every neuron of a layer) over time, one frame per (model, seed, layer),
+    and per variant (indices ``variants``, default all) for a sweep.
 
-    The HoloMap's widgets pick the model, seed and layer. The lines of a frame are drawn as one NaN-separated curve
+    The HoloMap's widgets pick the model, seed and layer, and the variant of a sweep (key dimension ``variant``
+    after ``model`` unless ``dims`` places it; its widget shows the variant labels). A variant's lines skip the
+    times it does not record. The lines of a frame are drawn as one NaN-separated curve
     (one glyph, so even thousands of frames stay responsive). At most ``max_lines`` entries per frame (evenly spaced
     over the matrix, padding excluded) and ``max_points`` records per line (block means); ``point_budget`` caps
     the total number of points over all frames (fewer records per line, at least 50) to keep an HTML export
@@ -425,6 +490,12 @@ def trajectories(
     all_seeds = [int(s) for s in ds["seed"].values] if "seed" in da.dims else [0]
     models_ = [str(m) for m in _as_list(models, all_models)]
     seeds_ = [int(s) for s in _as_list(seeds, all_seeds)]
+    has_variant = "variant" in da.dims
+    labels = dict(_variants(da))
+    variants_ = [int(v) for v in _as_list(variants, labels)] if has_variant else [None]
+    if has_variant and "variant" not in dims:  # the variant widget right after the model's
+        at = list(dims).index("model") + 1 if "model" in dims else 0
+        dims = [*dims[:at], "variant", *dims[at:]]
     has_layer = "layer" in da.dims
     valid_layers = existing_layers(ds, variable) if has_layer else []
     layers_ = [int(l) for l in _as_list(layers, valid_layers)] if has_layer else [None]
@@ -432,7 +503,7 @@ def trajectories(
     entries = {l: _entries(ds, variable, l) for l in layers_}
     picks = {l: [entries[l][i] for i in _evenly(len(entries[l]), max_lines)] for l in layers_}
     if point_budget:
-        n_lines = sum(len(p) for p in picks.values()) * len(models_) * len(seeds_)
+        n_lines = sum(len(p) for p in picks.values()) * len(models_) * len(seeds_) * len(variants_)
         max_points = max(50, min(max_points, point_budget // max(n_lines, 1)))
 
     sel: dict[str, Any] = {}
@@ -440,6 +511,8 @@ def trajectories(
         sel["model"] = models_
     if "seed" in da.dims:
         sel["seed"] = seeds_
+    if has_variant:
+        sel["variant"] = variants_
     if has_layer:
         sel["layer"] = [l for l in layers_ if l in valid_layers] or layers_[:1]
     data = decimate(da.sel(sel), max_points).load()
@@ -449,30 +522,40 @@ def trajectories(
     ydim = hv.Dimension(variable, label=symbol, unit=_units(da.attrs))
     color = color or _PALETTE[0]
     frames: dict[tuple[Any, ...], hv.Curve] = {}
-    for model in models_:
-        for seed in seeds_:
-            for layer in layers_:
-                key_values = {"model": model, "seed": seed, "layer": layer}
-                key = tuple(key_values[d] for d in dims if d != "layer" or has_layer)
-                run = data
-                if "model" in run.dims:
-                    run = run.sel(model=model)
-                if "seed" in run.dims:
-                    run = run.sel(seed=seed)
-                lines: list[np.ndarray] = []
-                if layer is None or layer in valid_layers:
-                    if layer is not None:
-                        run = run.sel(layer=layer)
-                    values = np.asarray(run.transpose("time", ...).values, dtype=float)
-                    lines = [values[(slice(None), *idx)] for idx in picks[layer]]
-                x, y = _nan_joined(times, lines)
-                label = _frame_label(symbol, variable, layer, valid_layers)
-                frames[key] = hv.Curve((x, y), kdims=[TIME], vdims=[ydim], label=label).opts(
-                    color=color, alpha=0.7, line_width=1, width=width, height=height, show_grid=True,
-                    framewise=True, tools=["hover"],
-                )
-    kdims = [d for d in dims if d != "layer" or has_layer]
+    frame_keys = [(m, v, s, l) for m in models_ for v in variants_ for s in seeds_ for l in layers_]
+    for model, variant, seed, layer in frame_keys:
+        key_values = {"model": model, "variant": variant, "seed": seed, "layer": layer}
+        key = tuple(key_values[d] for d in dims if d != "layer" or has_layer)
+        run = data
+        if "model" in run.dims:
+            run = run.sel(model=model)
+        if "seed" in run.dims:
+            run = run.sel(seed=seed)
+        lines: list[np.ndarray] = []
+        run_times = times
+        if variant is not None:
+            run = run.sel(variant=variant)
+        if layer is None or layer in valid_layers:
+            if layer is not None:
+                run = run.sel(layer=layer)
+            if variant is not None:
+                run = _drop_padding(run)
+                run_times = np.asarray(run["time"].values, dtype=float)
+            values = np.asarray(run.transpose("time", ...).values, dtype=float)
+            lines = [values[(slice(None), *idx)] for idx in picks[layer]]
+        x, y = _nan_joined(run_times, lines)
+        label = _frame_label(symbol, variable, layer, valid_layers)
+        frames[key] = hv.Curve((x, y), kdims=[TIME], vdims=[ydim], label=label).opts(
+            color=color, alpha=0.7, line_width=1, width=width, height=height, show_grid=True,
+            framewise=True, tools=["hover"],
+        )
+    kdims = [_variant_dimension(labels) if d == "variant" else d for d in dims if d != "layer" or has_layer]
     return hv.HoloMap(frames, kdims=kdims)
+
+
+def _variant_dimension(labels: dict[int, str]) -> hv.Dimension:
+    """The key dimension ``variant`` (values: indices) whose widgets and titles show the variants' labels."""
+    return hv.Dimension("variant", value_format=lambda v: labels.get(int(v), str(v)))
 
 
 def _nan_joined(times: np.ndarray, lines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,9 @@
 * per run, with widgets to pick model, seed and layer: the trajectories of W^PP and B^PP entries, of a voltage,
   and the alignment angles of that run.
 
+A sweep store (dim ``variant``) gets one curve per model and variant (legend "model [variant label]") and a
+variant widget in the per-run section; each variant's curves are drawn through its own records.
+
 With a queries YAML (``queries: {name: {...}}``, see :mod:`palmc.query`) it plots those queries' results instead
 (``include_defaults=True`` keeps the default sections too). :func:`save_dashboard` writes it with bokeh's
 resources inlined (``bokeh.resources.INLINE``), so the file opens without a network.
@@ -33,7 +36,11 @@ from palmc.plots.curves import (
     _SHORT_LABELS,
     TIME,
     VOLTAGE_VARIABLES,
+    _drop_padding,
+    _variant_dimension,
+    _variants,
     decimate,
+    line_colors,
     model_colors,
     plot_result,
     trajectories,
@@ -88,12 +95,25 @@ def default_metrics(ds: xr.Dataset) -> list[str]:
 
 def _thin(ds: xr.Dataset, max_records: int) -> xr.Dataset:
     """Every k-th record (ending on the last) so that at most ``max_records`` remain: metrics are then computed on
-    these records only, which bounds the cost of a dashboard of a very long run."""
+    these records only, which bounds the cost of a dashboard of a very long run.
+
+    In a sweep each variant is thinned on its own records (a stride over the union of all variants' times could
+    miss a sparsely recording variant entirely), and the union of the kept records is kept."""
+    from palmc.query.variants import isel_time, recorded
+
     n = ds.sizes.get("time", 0)
-    if n <= max_records:
-        return ds
-    k = math.ceil(n / max_records)
-    return ds.isel(time=slice((n - 1) % k, None, k))
+    mask = recorded(ds)
+    if mask is None or "variant" not in mask.dims:
+        if n <= max_records:
+            return ds
+        k = math.ceil(n / max_records)
+        return ds.isel(time=slice((n - 1) % k, None, k))
+    keep = np.zeros(n, dtype=bool)
+    for column in np.asarray(mask.transpose("time", "variant").values).T:
+        own = np.flatnonzero(column)
+        k = max(1, math.ceil(own.size / max_records))
+        keep[own[(own.size - 1) % k::k] if own.size else own] = True
+    return ds if keep.all() else isel_time(ds, np.flatnonzero(keep))
 
 
 def _experiment_description(ds: xr.Dataset) -> str:
@@ -124,12 +144,16 @@ def _header(ds: xr.Dataset, source: str | None) -> str:
         ("network", "-".join(map(str, widths)) if widths else "?"),
         ("models", model_text or "?"),
         ("seeds", seed_text or "?"),
-        ("dt, Tpres", f"{attrs.get('dt', '?')} ms, {attrs.get('Tpres', '?')} ms"),
+        ("dt, Tpres", f"{attrs.get('dt', '?')} ms, {_tpres_text(ds)}"),
         ("records", f"{times.size} (t = {times.min():g} .. {times.max():g} ms)" if times.size else "0"),
         ("steps", f"{attrs.get('steps_done', '?')} of {attrs.get('steps_total', '?')}, "
                   f"status {attrs.get('status', '?')}"),
         ("variables", ", ".join(str(v) for v in ds.data_vars if "time" in ds[v].dims)),
     ]
+    if "variant" in ds.dims:
+        variants = [f"{i}: {label}" for i, label in _variants(ds)]
+        rows.append(("variants", "; ".join(variants[:12]) + (f"; ... ({len(variants)} variants)"
+                                                             if len(variants) > 12 else "")))
     if "run_status" in ds.data_vars:
         status = [str(s) for s in np.asarray(ds["run_status"].values).ravel()]
         counts = {s: status.count(s) for s in sorted(set(status))}
@@ -140,38 +164,54 @@ def _header(ds: xr.Dataset, source: str | None) -> str:
     return "\n".join(lines)
 
 
+def _tpres_text(ds: xr.Dataset) -> str:
+    """Tpres in ms; per variant when a sweep's variants differ (the attr is variant 0's)."""
+    if "presentation_steps" in ds.coords and "variant" in ds["presentation_steps"].dims and "dt" in ds.attrs:
+        values = sorted({float(n) * float(ds.attrs["dt"]) for n in np.asarray(ds["presentation_steps"].values)})
+        if len(values) > 1:
+            return ", ".join(f"{v:g}" for v in values) + " ms (per variant)"
+    return f"{ds.attrs.get('Tpres', '?')} ms"
+
+
 def _run_angles(
-    results: dict[str, xr.DataArray], models: list[str], seeds: list[int], layers: list[int], width: int, height: int
+    results: dict[str, xr.DataArray], models: list[str], seeds: list[int], layers: list[int], width: int, height: int,
+    variants: list[int | None] | None = None,
 ) -> hv.HoloMap | None:
-    """Per (model, seed, layer): the alignment angles of that run, one curve per metric."""
+    """Per (model, [variant,] seed, layer): the alignment angles of that run, one curve per metric."""
     angles = {m: r for m, r in results.items() if m.startswith("angle_") and "layer" in r.dims}
     if not angles:
         return None
     ydim = hv.Dimension("angle", label="angle", unit="deg")
     colors = model_colors(angles)
+    variants = variants or [None]
     frames: dict[tuple[Any, ...], hv.Overlay] = {}
-    for model in models:
-        for seed in seeds:
-            for layer in layers:
-                curves = []
-                for name, da in angles.items():
-                    t = np.asarray(da["time"].values, dtype=float)
-                    if layer in da["layer"].values:
-                        y = np.asarray(da.sel(model=model, seed=seed, layer=layer).values, dtype=float)
-                    else:
-                        y = np.full(t.shape, np.nan)
-                    curves.append(
-                        hv.Curve((t, y), kdims=[TIME], vdims=[ydim], label=_SHORT_LABELS.get(name, name)).opts(
-                            color=colors[name], line_width=1.5, tools=["hover"]
-                        )
-                    )
-                defined = any(layer in da["layer"].values for da in angles.values())
-                title = "alignment angles of this run" + ("" if defined else f" (none defined at layer {layer})")
-                frames[(model, seed, layer)] = hv.Overlay(curves).opts(
-                    title=title, width=width, height=height, show_grid=True, legend_position="top_right",
-                    framewise=True,
+    for model, variant, seed, layer in [(m, v, s, l) for m in models for v in variants for s in seeds for l in layers]:
+        curves = []
+        for name, da in angles.items():
+            run = da.sel(model=model, seed=seed)
+            if variant is not None:
+                run = _drop_padding(run.sel(variant=variant))  # the variant's own records only
+            t = np.asarray(run["time"].values, dtype=float)
+            if layer in da["layer"].values:
+                y = np.asarray(run.sel(layer=layer).values, dtype=float)
+            else:
+                y = np.full(t.shape, np.nan)
+            curves.append(
+                hv.Curve((t, y), kdims=[TIME], vdims=[ydim], label=_SHORT_LABELS.get(name, name)).opts(
+                    color=colors[name], line_width=1.5, tools=["hover"]
                 )
-    return hv.HoloMap(frames, kdims=["model", "seed", "layer"])
+            )
+        defined = any(layer in da["layer"].values for da in angles.values())
+        title = "alignment angles of this run" + ("" if defined else f" (none defined at layer {layer})")
+        key = (model, seed, layer) if variant is None else (model, variant, seed, layer)
+        frames[key] = hv.Overlay(curves).opts(
+            title=title, width=width, height=height, show_grid=True, legend_position="top_right",
+            framewise=True,
+        )
+    if variants == [None]:
+        return hv.HoloMap(frames, kdims=["model", "seed", "layer"])
+    labels = dict(_variants(next(iter(angles.values()))))
+    return hv.HoloMap(frames, kdims=["model", _variant_dimension(labels), "seed", "layer"])
 
 
 def _default_sections(ds: xr.Dataset, *, max_points: int, max_seeds: int, band: str) -> list[Any]:
@@ -185,14 +225,17 @@ def _default_sections(ds: xr.Dataset, *, max_points: int, max_seeds: int, band: 
         warnings.simplefilter("ignore", RuntimeWarning)
         for name in metrics:
             results[name] = decimate(query(thin, name), max_points).load()
-    colors = model_colors(ds["model"].values) if "model" in ds.dims else None
+    colors = line_colors(ds) if "model" in ds.dims else None
 
     if results:
         n = ds.sizes.get("seed", 1)
         sections.append(_md(
             "## Learning curves\n"
             f"{'Median' if band == 'quantile' else 'Mean'} over {n} seed{'s' if n != 1 else ''} (line)"
-            f"{_BAND_TEXT.get(band, '')}, one colour per model. "
+            f"{_BAND_TEXT.get(band, '')}, one colour per model"
+            + (" and variant (its label in brackets; each variant is drawn through its own records). "
+               if "variant" in ds.dims else ". ")
+            + 
             "Angles in degrees between matrices (Frobenius inner product); 0° = aligned. "
             + ("Curves are block means of the records to keep the plot small. "
                if ds.sizes.get("time", 0) > max_points else "")
@@ -227,6 +270,7 @@ def _per_run_section(
     models = [str(m) for m in ds["model"].values]
     seeds = [int(s) for s in ds["seed"].values][:max_seeds]
     layers = [int(l) for l in ds["layer"].values if int(l) >= 1]
+    variants = [v for v, _ in _variants(ds)]
     width, height = PLOT_WIDTH, 280
     maps: list[hv.HoloMap] = []
     for variable in weights + voltages:
@@ -234,14 +278,15 @@ def _per_run_section(
             ds, variable, models=models, seeds=seeds, layers=layers, max_lines=48, max_points=max_points,
             point_budget=_TRAJECTORY_BUDGET, width=width, height=height,
         ))
-    angles = _run_angles(results, models, seeds, layers, width, height)
+    angles = _run_angles(results, models, seeds, layers, width, height, variants)
     if angles is not None:
         maps.append(angles)
     layout = linked_holomaps(maps, ncols=2)
     note = "" if len(seeds) == ds.sizes["seed"] else f" (the first {len(seeds)} of {ds.sizes['seed']} seeds)"
     text = (
         "## One run\n"
-        f"Pick the model, seed{note} and layer with the widgets. W^PP\\_l: layer l-1 → l; B^PP\\_l: layer l+1 → "
+        f"Pick the model, {'variant, ' if 'variant' in ds.dims else ''}seed{note} and layer with the widgets. "
+        "W^PP\\_l: layer l-1 → l; B^PP\\_l: layer l+1 → "
         "apical dendrites of layer l (not defined at the output layer). At most 48 entries per matrix are drawn; "
         "the voltage panel shows the neurons of the layer (at most 48)."
     )
@@ -252,7 +297,7 @@ def _query_sections(ds: xr.Dataset, queries_path: str | Path, *, max_points: int
     from palmc.query import evaluate, load_queries
 
     queries = load_queries(queries_path)
-    colors = model_colors(ds["model"].values) if "model" in ds.dims else None
+    colors = line_colors(ds) if "model" in ds.dims else None
     sections: list[Any] = [_md(f"## Queries from `{Path(queries_path).name}`")]
     for name, q in queries.items():
         result = evaluate(q, ds, name=name)

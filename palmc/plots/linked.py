@@ -74,6 +74,14 @@ def _yrange(curves: list[hv.Curve]) -> list[float]:
     return [low - pad, high + pad]
 
 
+def _option(dim: hv.Dimension, value: Any) -> str | tuple[str, str]:
+    """A ``Select`` option: the key value as text, shown by the dimension's ``value_format`` if it has one (e.g. a
+    variant's label for its index), so the frame keys stay short and the widget readable."""
+    if dim.value_format is None:
+        return str(value)
+    return (str(value), str(dim.pprint_value(value)))
+
+
 def _key_text(key: Sequence[Any]) -> str:
     return "|".join(str(k) for k in key)
 
@@ -99,7 +107,8 @@ def linked_holomaps(
     labels = labels or {}
     selects = [
         Select(title=labels.get(name, maps[0].kdims[i].pprint_label), value=str(first[i]),
-               options=[str(v) for v in options[i]], width=160)
+               options=[_option(maps[0].kdims[i], v) for v in options[i]],
+               width=160 if maps[0].kdims[i].value_format is None else 320)  # labels are longer
         for i, name in enumerate(kdims)
     ]
 

@@ -2,13 +2,18 @@
 
 Pipeline of one query (every step is an xarray operation, so a dask-backed dataset gives a dask-backed result):
 
-1. select ``model``/``seed`` on the dataset, and the records given by ``time``/``phase``/``epoch`` and, if asked,
-   ``per_sample_end`` (metrics are computed record by record, so picking records first is equivalent and cheaper;
-   ``last`` without a window is also applied here);
+1. select ``model``/``seed``/``variant`` (and swept fields) on the dataset, and the records given by
+   ``time``/``phase``/``epoch`` and, if asked, ``per_sample_end`` (metrics are computed record by record, so picking
+   records first is equivalent and cheaper; ``last`` without a window is also applied here);
 2. compute the metric (or take the recorded variable);
 3. select ``layer``/``neuron``/``pre`` (and any other dim) on the metric's result;
 4. time aggregation ``every`` or ``moving_window``, then ``last``;
 5. reduction over seeds.
+
+Sweeps (dim ``variant``, see :mod:`palmc.query.variants`): selecting variants drops the records none of them has;
+``last`` takes each variant's last record; when the variants' time protocols differ, steps 1-4 of queries that
+depend on the protocol (``per_sample_end``, ``epoch``, ``every``, ``moving_window``) run variant by variant and the
+results are joined on the union of their times (NaN where a variant has no value).
 """
 
 from __future__ import annotations
@@ -32,11 +37,20 @@ from palmc.query.model import (
     load_queries,
     parse_query,
 )
+from palmc.query.variants import (
+    VARIANT,
+    isel_last,
+    isel_time,
+    per_variant_protocols,
+    select_variants,
+    trim_records,
+    variant_labels,
+)
 
 __all__ = ["evaluate", "open_store", "query", "run_queries", "run_query_file"]
 
 _PRE_METRIC_DIMS = ("model", "seed")
-_DIM_ORDER = ("time", "layer", "neuron", "pre", "quantile", "seed", "model")
+_DIM_ORDER = ("time", "layer", "neuron", "pre", "quantile", "seed", "model", VARIANT)
 
 
 def open_store(path: str | Path, **kwargs: Any) -> xr.Dataset:
@@ -93,7 +107,7 @@ def _presentation_ends(ds: xr.Dataset) -> np.ndarray:
     tp = int(round(float(ds.attrs["Tpres"]) / float(ds.attrs["dt"])))
     steps = _steps(ds)
     settling = np.zeros(steps.shape, dtype=bool)
-    if "epoch" in ds.coords:
+    if "epoch" in ds.coords and ds["epoch"].dims == ("time",):
         settling = np.asarray(ds["epoch"].values) == 0
     elif "phase" in ds.coords:
         settling = _strings(ds["phase"].values) == "settling"
@@ -131,6 +145,11 @@ def _record_indices(ds: xr.Dataset, select: Selection, agg: Aggregate) -> np.nda
     if select.epoch is not None:
         if "epoch" not in ds.coords:
             raise QueryError(f"the dataset has no coordinate 'epoch'; coordinates: {_available(ds.coords)}")
+        if ds["epoch"].dims != ("time",):  # evaluate() splits such stores by variant; this guards other callers
+            raise QueryError(
+                f"the variants record different epochs (coordinate 'epoch' has dims {ds['epoch'].dims}): "
+                "select one variant (select: {variant: ...}) to select epochs"
+            )
         epochs = np.asarray(ds["epoch"].values)
         wanted = _as_list(select.epoch)
         missing = [e for e in wanted if e not in set(epochs.tolist())]
@@ -234,34 +253,25 @@ def _resolve(q: Query, ds: xr.Dataset) -> Metric | str:
     )
 
 
-def evaluate(query: Query | Mapping[str, Any], ds: xr.Dataset, name: str | None = None) -> xr.DataArray:
-    """Evaluate one query on ``ds`` and return a (lazy, if ``ds`` is dask-backed) DataArray.
+def _protocol_dependent(q: Query) -> bool:
+    """Whether the query's records or windows depend on the time protocol (presentation length, epochs)."""
+    agg = q.aggregate
+    return agg.per_sample_end or q.select.epoch is not None or agg.every is not None or agg.moving_window is not None
 
-    The result keeps the dims that the selection, aggregation and reduction leave (e.g. ``time``, ``layer``,
-    ``seed``/``quantile``, ``model``); its attrs record the metric, units and the query as JSON.
-    """
-    q = parse_query(dict(query) if isinstance(query, Mapping) else query)
-    target = _resolve(q, ds)
-    if isinstance(target, Metric):
-        target.check(ds, q.args)
-    what = f"{q.target!r}"
 
-    dims = q.select.dims()
-    pre = {k: v for k, v in dims.items() if k in _PRE_METRIC_DIMS}
-    post = {k: v for k, v in dims.items() if k not in _PRE_METRIC_DIMS}
-    ds = _select_dims(ds, pre, "the store")
+def _evaluate_records(
+    q: Query, ds: xr.Dataset, target: Metric | str, post: Mapping[str, Any], what: str
+) -> xr.DataArray:
+    """Steps 1 (records) to 4 of the pipeline on a dataset whose variants, if any, share their time protocol."""
     idx = _record_indices(ds, q.select, q.aggregate)
     if idx is not None:
-        ds = ds.isel(time=idx)
+        ds = isel_time(ds, idx)
     window = q.aggregate.every is not None or q.aggregate.moving_window is not None
     if q.aggregate.last and not window:
-        ds = ds.isel(time=-1)
+        # each variant's own last record, not the NaN padding after a shorter variant's end
+        ds = isel_last(ds) if VARIANT in ds.dims else ds.isel(time=-1)
 
-    if isinstance(target, Metric):
-        out = target(ds, **q.args)
-    else:
-        out = ds[target]
-
+    out = target(ds, **q.args) if isinstance(target, Metric) else ds[target]
     out = _select_dims(out, post, f"the result of {what}")
 
     if q.aggregate.every is not None:
@@ -270,8 +280,88 @@ def evaluate(query: Query | Mapping[str, Any], ds: xr.Dataset, name: str | None 
         out = _moving_mean(out, duration_ms(q.aggregate.moving_window, ds.attrs))
     if q.aggregate.last and window:
         out = out.isel(time=-1)
+    return out
 
-    out = _order(_reduce(out, q.reduce, what))
+
+def _per_variant(q: Query, ds: xr.Dataset, target: Metric | str, post: Mapping[str, Any], what: str) -> xr.DataArray:
+    """Evaluate variant by variant (each on its own records and protocol) and join the results along ``variant``."""
+    labels = variant_labels(ds)
+    parts = []
+    for i, index in enumerate(labels):
+        one = trim_records(ds.isel({VARIANT: [i]}))  # a size-1 dim, so the parts concatenate along it
+        try:
+            parts.append(_evaluate_records(q, one, target, post, what))
+        except QueryError as err:
+            raise QueryError(f"variant {index} ({labels[index]}): {err}") from None
+    return _concat_variants(parts, ds)
+
+
+def _concat_variants(parts: list[xr.DataArray], ds: xr.Dataset) -> xr.DataArray:
+    """Join per-variant results on the union of their times. Coordinates along ``time`` (step, phase) are taken
+    from ``ds`` again; ``epoch`` becomes (time, variant) with -1 where a variant has no value, as in the store."""
+    along_time = [str(c) for c in ds.coords if c != "time" and "time" in ds[c].dims]
+    fixed: list[xr.DataArray] = []
+    epochs: list[xr.DataArray] = []
+    for part in parts:
+        if "time" in part.dims:
+            own = [c for c in part.coords if c != "time" and part[c].dims == ("time",)]
+            if "epoch" in own:
+                epochs.append(part["epoch"].reset_coords(drop=True).expand_dims({VARIANT: part[VARIANT].values}))
+            part = part.drop_vars(own)
+        else:  # `last`: the time of each variant's value becomes a coordinate along variant
+            scalars = [c for c in part.coords if part[c].ndim == 0 and (c == "time" or c in along_time)]
+            part = part.assign_coords({c: (VARIANT, [part[c].values.item()]) for c in scalars})
+        fixed.append(part.drop_vars("last_record", errors="ignore"))
+    out = xr.concat(fixed, dim=VARIANT, join="outer", coords="minimal", compat="override", combine_attrs="override")
+    if "time" in out.dims:
+        times = out["time"].values
+        if np.isin(times, ds["time"].values).all():  # record times (not block labels): reattach step, phase
+            for c in along_time:
+                if c != "epoch" and ds[c].dims == ("time",):
+                    out = out.assign_coords({c: ("time", ds[c].sel(time=times).values, ds[c].attrs)})
+        if len(epochs) == len(parts):
+            epoch = xr.concat(epochs, dim=VARIANT, join="outer", coords="minimal", fill_value=-1)
+            epoch = epoch.reindex(time=times, fill_value=-1)
+            out = out.assign_coords(epoch=epoch.transpose("time", VARIANT).astype(np.int64))
+    return out
+
+
+def _split_selection(ds: xr.Dataset, select: Selection) -> tuple[dict[str, Any], Any, dict[str, Any], dict[str, Any]]:
+    """(model/seed selection, variant selection, swept-field selection, post-metric selection)."""
+    dims = select.dims()
+    variant = dims.pop(VARIANT, None)
+    fields = {k: dims.pop(k) for k in list(dims) if k not in ds.dims and k in ds.coords and ds[k].dims == (VARIANT,)}
+    pre = {k: v for k, v in dims.items() if k in _PRE_METRIC_DIMS}
+    post = {k: v for k, v in dims.items() if k not in _PRE_METRIC_DIMS}
+    return pre, variant, fields, post
+
+
+def evaluate(query: Query | Mapping[str, Any], ds: xr.Dataset, name: str | None = None) -> xr.DataArray:
+    """Evaluate one query on ``ds`` and return a (lazy, if ``ds`` is dask-backed) DataArray.
+
+    The result keeps the dims that the selection, aggregation and reduction leave (e.g. ``time``, ``layer``,
+    ``seed``/``quantile``, ``model``, ``variant``); its attrs record the metric, units and the query as JSON.
+    """
+    q = parse_query(dict(query) if isinstance(query, Mapping) else query)
+    target = _resolve(q, ds)
+    if isinstance(target, Metric):
+        target.check(ds, q.args)
+    what = f"{q.target!r}"
+
+    pre, variant, fields, post = _split_selection(ds, q.select)
+    ds = _select_dims(ds, pre, "the store")
+    ds = select_variants(ds, variant, fields)
+    split = per_variant_protocols(ds) and _protocol_dependent(q)
+    out = _per_variant(q, ds, target, post, what) if split else _evaluate_records(q, ds, target, post, what)
+    if split or "time" not in out.dims or q.aggregate.every is not None or q.aggregate.moving_window is not None:
+        # last_record indexes the records along `time`; it means nothing once records are aggregated or joined
+        out = out.drop_vars("last_record", errors="ignore")
+
+    out = _reduce(out, q.reduce, what)
+    if VARIANT in out.dims:  # some reductions (quantile) drop the variant's label and swept fields
+        out = out.assign_coords({c: ds[c] for c in ds.coords if ds[c].dims == (VARIANT,) and c not in out.coords
+                                 and c != "last_record"})
+    out = _order(out)
     attrs = dict(out.attrs)
     attrs.setdefault("long_name", q.target)
     attrs.setdefault("units", "")

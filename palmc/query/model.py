@@ -19,6 +19,10 @@ Example (YAML)::
       weights:
         variable: WPP
         select: {layer: 1, model: PAL}
+      sweep_final:                      # a sweep store (dim variant)
+        metric: MSE
+        select: {variant: "tauxi=1.0, taur=0.0"}
+        aggregate: last
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ class Selection(BaseModel):
     ``time`` is an inclusive range ``[t0, t1]`` in ms, ``phase`` is ``"settling"`` or ``"training"``,
     ``epoch`` one epoch number or a list (0 = settling). Layers refer to the result of the metric, e.g. the
     hidden layers for the angles between feedback and forward weights.
+
+    Sweep stores: ``variant`` takes variant indices or labels (``variant_label``, e.g. ``"tauxi=1.0, taur=0.0"``);
+    a swept field, given by its coordinate name (e.g. ``tauxi: [1.0, 10.0]``), keeps the variants with those
+    values (the ``variant`` dim stays). The records no selected variant has are dropped.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -118,6 +126,7 @@ class Selection(BaseModel):
     layer: Values | None = None
     neuron: Values | None = None
     pre: Values | None = None
+    variant: Values | None = None
     time: tuple[float, float] | None = None
     phase: str | None = None
     epoch: int | list[int] | None = None
@@ -125,7 +134,7 @@ class Selection(BaseModel):
     def dims(self) -> dict[str, Values]:
         """Dimension selections (everything except ``time``/``phase``/``epoch``), unset ones left out."""
         out: dict[str, Values] = {}
-        for key in ("model", "seed", "layer", "neuron", "pre"):
+        for key in ("model", "seed", "layer", "neuron", "pre", "variant"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -140,6 +149,10 @@ class Aggregate(BaseModel):
 
     1. ``per_sample_end``: keep only the last record of each presentation (steps ``S + k*Tp``, k >= 0, where S
        is the number of settling steps and ``Tp = Tpres/dt``; k = 0 is the end of settling).
+
+    In a sweep whose variants differ in their time protocol (Tpres, record spacing, epochs), these steps and the
+    ``Tpres`` unit of durations apply to each variant on its own records and protocol, and ``last`` is each
+    variant's last record.
     2. ``every``: means over consecutive blocks of that duration, anchored at t = 0; block k holds the records
        with ``k*N < time <= (k+1)*N`` and is labelled ``time = (k+1)*N``. Or ``moving_window``: trailing mean
        over the records of the last N ms (window = round(N / record spacing) records); the first window-1

@@ -44,20 +44,41 @@ def _fmt(value: Any, float_format: str) -> str:
     return str(value)
 
 
+_ORDER = ("time", "layer", "neuron", "pre", "quantile", "seed", "model", "variant")
+_SHOWN_COORDS = ("time", "variant")
+"""Coordinates shown in their own column also when they are not dims: the time of a value after ``aggregate:
+last`` (a scalar, or one per variant when the variants end at different times) and a selected variant."""
+
+
+def _columns(da: xr.DataArray) -> list[str]:
+    extra = [c for c in _SHOWN_COORDS if c in da.coords and c not in da.dims and set(da[c].dims) <= set(da.dims)]
+    return list(da.dims) + extra
+
+
+def _cell(item: xr.DataArray, column: str, float_format: str) -> str:
+    """The value of ``column`` in a one-value DataArray ``item``; a variant is shown with its label."""
+    if column not in item.coords or item[column].ndim != 0:
+        return ""
+    text = _fmt(item[column].item(), float_format)
+    if column == "variant" and "variant_label" in item.coords and item["variant_label"].ndim == 0:
+        text += f": {_fmt(item['variant_label'].item(), float_format)}"
+    return text
+
+
 def format_table(results: Mapping[str, Result], max_rows: int = 40, float_format: str = ".6g") -> str:
     """A text table of the (small) results: one row per value, one column per dim (computes the results).
 
-    Results with more than ``max_rows`` values are listed by their dims and sizes only. A scalar ``time`` coordinate
-    (e.g. after ``aggregate: last``) is shown in its own column.
+    Results with more than ``max_rows`` values are listed by their dims and sizes only. The ``time`` of a value
+    without a time axis (e.g. after ``aggregate: last``) and a selected variant are shown in their own columns;
+    variants are shown as ``index: label``.
     """
     arrays = {name: da.compute() for name, da in _arrays(results).items()}
     dims: list[str] = []
     for da in arrays.values():
-        for d in list(da.dims) + (["time"] if "time" in da.coords and da["time"].ndim == 0 else []):
+        for d in _columns(da):
             if d not in dims:
                 dims.append(d)
-    order = ("time", "layer", "neuron", "pre", "quantile", "seed", "model")
-    dims = [d for d in order if d in dims] + [d for d in dims if d not in order]
+    dims = [d for d in _ORDER if d in dims] + [d for d in dims if d not in _ORDER]
     header = ["query", "metric", *dims, "value", "units"]
     rows: list[list[str]] = []
     notes: list[str] = []
@@ -68,20 +89,11 @@ def format_table(results: Mapping[str, Result], max_rows: int = 40, float_format
             shape = ", ".join(f"{d}: {n}" for d, n in da.sizes.items())
             notes.append(f"{name} ({metric}): {da.size} values ({shape}), not tabulated; save it instead")
             continue
-        scalar_time = (
-            _fmt(da["time"].item(), float_format) if "time" in da.coords and da["time"].ndim == 0 else ""
-        )
         flat = da.stack(_row=list(da.dims)) if da.dims else da.expand_dims("_row")
         for i in range(flat.sizes["_row"]):
             item = flat.isel(_row=i)
-            cells = []
-            for d in dims:
-                if d in da.dims:
-                    cells.append(_fmt(item[d].item(), float_format))
-                elif d == "time":
-                    cells.append(scalar_time)
-                else:
-                    cells.append("")
+            shown = _columns(da)  # a dim selected away elsewhere (e.g. layer: 1) stays blank, as before sweeps
+            cells = [_cell(item, d, float_format) if d in shown else "" for d in dims]
             rows.append([name, metric, *cells, _fmt(item.item(), float_format), units])
     lines: list[str] = []
     if rows:
@@ -101,7 +113,12 @@ def to_frame(results: Mapping[str, Result]) -> pd.DataFrame:
     frames = []
     for name, da in _arrays(results).items():
         da = da.compute()
-        frame = da.drop_vars([c for c in da.coords if c not in da.dims]).to_dataframe(name="value").reset_index()
+        # the label of a variant and the time of a value per variant (aggregate: last) are kept as columns
+        along = "variant" in da.dims or "variant" in da.coords  # a selected variant is a scalar coordinate
+        keep = [c for c in ("variant", "variant_label", "time") if along and c in da.coords and c not in da.dims
+                and (c != "time" or "variant" in da[c].dims)]
+        drop = [c for c in da.coords if c not in da.dims and c not in keep]
+        frame = da.drop_vars(drop).to_dataframe(name="value").reset_index()
         if not da.dims:
             frame = pd.DataFrame({"value": [da.item()]})
         frame.insert(0, "metric", str(da.attrs.get("metric", da.name)))
