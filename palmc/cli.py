@@ -76,15 +76,20 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
         plan = make_plan(exp)
     except _user_errors() as err:
         _fail(str(err))
-    proto = plan.protocol
+    from palmc.schema.sweep import label
+
     typer.echo(f"{experiment}: valid")
-    typer.echo(f"  experiment  {plan.name} ({proto.task})")
+    typer.echo(f"  experiment  {plan.name} ({plan.protocol.task})")
     typer.echo(f"  network     {'-'.join(map(str, plan.layers))}")
+    variants = f" x {len(plan.variants)} variants" if plan.has_variants else ""
     typer.echo(f"  runs        {plan.n_runs} = {len(plan.seeds)} seeds x {len(plan.model_names)} models "
-               f"({', '.join(plan.model_names)}) in {len(plan.batches)} batch(es)")
-    typer.echo(f"  steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} epochs x "
-               f"{proto.steps_per_epoch})")
-    typer.echo(f"  records     {plan.n_records} per run (every {plan.every} steps), {plan.chunk_records} per chunk")
+               f"({', '.join(plan.model_names)}){variants} in {len(plan.batches)} batch(es)")
+    for variant in plan.variants:
+        proto = variant.protocol
+        prefix = f"  variant {variant.index}   {label(variant.values)}\n    " if plan.has_variants else "  "
+        typer.echo(f"{prefix}steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} "
+                   f"epochs x {proto.steps_per_epoch}), {variant.n_records} records (every {variant.every} steps)")
+    typer.echo(f"  records     {plan.n_records} on the time axis, {plan.chunk_records} per chunk")
     typer.echo(f"  variables   {', '.join(v.name for v in plan.variables)}")
     typer.echo(f"  store       {exp.output.store}, about {plan.estimated_store_bytes() / 2**20:.1f} MiB uncompressed")
     typer.echo(f"  engine      {plan.engine}")
@@ -93,7 +98,7 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
 @app.command()
 def simulate(
     experiment: Path = typer.Argument(..., help="Experiment YAML file."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Zarr store to write (default: the experiment's output.store)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Zarr store to write: a path, or an fsspec URL such as s3://bucket/run.zarr (default: the experiment's output.store)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted store from its last checkpoint."),
     engine: Optional[str] = typer.Option(None, "--engine", help="numpy or compiled (default: the experiment's compute.engine)."),
@@ -120,7 +125,7 @@ def simulate(
 
 
 @app.command()
-def info(store: Path = typer.Argument(..., help="A palmc Zarr store.")) -> None:
+def info(store: str = typer.Argument(..., help="A palmc Zarr store (path or URL).")) -> None:
     """Summarise a store: experiment, models, seeds, dims, variables, status, size and provenance."""
     from palmc.api import info as describe
 
@@ -132,11 +137,12 @@ def info(store: Path = typer.Argument(..., help="A palmc Zarr store.")) -> None:
         _fail(f"{store} is not a readable palmc store ({err})")
 
 
-def _open_store(store: Path):
+def _open_store(store: str):
     from palmc.api import open as open_store
+    from palmc.store.location import StoreLocation
     from palmc.store.writer import StoreError
 
-    if not store.exists():
+    if not StoreLocation(store).exists():
         raise StoreError(f"{store} does not exist")
     try:
         return open_store(store)
@@ -146,7 +152,7 @@ def _open_store(store: Path):
 
 @app.command()
 def analyze(
-    store: Path = typer.Argument(..., help="A palmc Zarr store."),
+    store: str = typer.Argument(..., help="A palmc Zarr store (path or URL)."),
     queries: Path = typer.Argument(..., help="YAML file of named queries (queries: {name: {metric: ..., ...}})."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the full results (.zarr, .nc or .csv)."),
 ) -> None:
@@ -165,7 +171,7 @@ def analyze(
 
 @app.command()
 def plot(
-    store: Path = typer.Argument(..., help="A palmc Zarr store."),
+    store: str = typer.Argument(..., help="A palmc Zarr store (path or URL)."),
     queries: Optional[Path] = typer.Argument(None, help="Optional YAML file of queries to plot."),
     output: Path = typer.Option(Path("dashboard.html"), "-o", "--output", help="Standalone HTML file to write."),
 ) -> None:
@@ -177,6 +183,31 @@ def plot(
     except _user_errors() as err:
         _fail(str(err))
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def reproduce(
+    figure: str = typer.Argument(..., help="fig3abc, fig3def, fig4ab or fig6 (the files experiments/<figure>.yaml)."),
+    outdir: Optional[Path] = typer.Option(None, "-o", "--outdir", help="Directory of the report and plots (default: results/<figure>)."),
+    short: bool = typer.Option(False, "--short", help="Run a shortened copy (a couple of epochs): a quick smoke test."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Zarr store to use (default: the experiment's output.store; OUTDIR/<figure>-short.zarr with --short)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker processes of the local cluster (default: one per core)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Simulate again even if the store exists."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Reproduce a figure of the paper: simulate (or reuse) its store, then write plots and a report with the key numbers."""
+    from palmc.api import RunFailures
+    from palmc.reproduce import FigureError, reproduce as run
+
+    try:
+        report = run(figure, outdir, short=short, store=store, workers=workers, overwrite=overwrite,
+                     progress=progress, log=typer.echo)
+    except (FigureError, *_user_errors()) as err:
+        _fail(str(err))
+    except RunFailures as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"report: {report}")
 
 
 def main() -> None:  # pragma: no cover

@@ -22,6 +22,7 @@ from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.store.layout import Variable, record_shape, variables_for
 
 CHUNK_BYTES_PER_RUN = 2**20  # target size of one stored chunk of the largest variable
+MAX_CHUNK_STEPS = 2_000_000  # a chunk spans at most this many steps: progress and checkpoints stay frequent
 
 
 def default_workers() -> int:
@@ -162,9 +163,12 @@ def make_batches(n_seeds: int, groups_per_variant: list[list[slice]], seeds_per_
     return batches
 
 
-def auto_chunk_records(variables: list[Variable], layers: tuple[int, ...], n_records: int) -> int:
+def auto_chunk_records(variables: list[Variable], layers: tuple[int, ...], n_records: int, every: int) -> int:
+    """Records per chunk: about CHUNK_BYTES_PER_RUN of the largest variable, and at most MAX_CHUNK_STEPS steps
+    (small networks record few bytes, and a chunk is also the unit of progress reports and checkpoints)."""
     largest = max((int(np.prod(record_shape(v, layers))) * 8 for v in variables), default=8)
-    return int(max(1, min(n_records, CHUNK_BYTES_PER_RUN // max(largest, 1))))
+    by_size = CHUNK_BYTES_PER_RUN // max(largest, 1)
+    return int(max(1, min(n_records, by_size, MAX_CHUNK_STEPS // every)))
 
 
 def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None = None,
@@ -185,7 +189,8 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
     variables = variables_for(list(experiment.recording.variables), experiment.task, any_pal)
     n_records = max(v.n_records for v in variants)
     layers = variants[0].model_params[names[0]].layers
-    chunk = experiment.recording.chunk_records or auto_chunk_records(variables, layers, max(n_records, 1))
+    chunk = experiment.recording.chunk_records or auto_chunk_records(
+        variables, layers, max(n_records, 1), min(v.every for v in variants))
     return Plan(
         name=experiment.name,
         experiment_yaml=experiment.to_yaml(),

@@ -52,6 +52,18 @@ def test_local_cluster_with_several_batches_matches_one_process(experiment: Path
     xr.testing.assert_identical(_data(store), _data(single))
 
 
+def test_thread_workers_run_the_compiled_engine(experiment: Path, tmp_path: Path) -> None:
+    """The compiled engine's default local cluster is threads (the kernel releases the GIL); same results."""
+    from palmc.distributed import local_processes
+
+    assert not local_processes("compiled") and local_processes("numpy")
+    one = palmc.simulate(experiment, tmp_path / "one.zarr", workers=1, engine="compiled", progress=False)
+    two = palmc.simulate(experiment, tmp_path / "two.zarr", workers=2, seeds_per_batch=1, engine="compiled",
+                         progress=False)
+    assert (palmc.open(two)["run_status"].values == "complete").all()
+    xr.testing.assert_identical(_data(two), _data(one))
+
+
 class ExternalCluster:
     """A `dask scheduler` and two `dask worker` processes, as a user would start them."""
 
