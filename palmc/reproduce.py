@@ -473,23 +473,14 @@ def _save_html(panels: list[Any], path: Path, title: str, intro: str) -> Path:
     and panel's stylesheets inlined), so it opens without a network."""
     import holoviews as hv
     import panel as pn
-    from bokeh.document import Document
-    from bokeh.resources import INLINE
-    from panel.io.save import save as save_panel
 
     from palmc.plots import render_bokeh
-    from palmc.plots.dashboard import _inline_stylesheets  # TODO: a public palmc.plots helper to save a page
+    from palmc.plots import save_page
 
     layout = hv.Layout(panels).cols(3 if len(panels) % 3 == 0 else 2).opts(shared_axes=False)
     page = pn.Column(pn.pane.Markdown(f"# {title}\n{intro}", disable_anchors=True, width=1000),
                      pn.pane.Bokeh(render_bokeh(layout)))
-    doc = Document(title=title)
-    root = page.get_root(doc)
-    _inline_stylesheets(root)
-    if root.document is None:
-        doc.add_root(root)
-    save_panel(doc, str(path), resources=INLINE, title=title, template_variables={"apple_icon": "", "app_favicon": ""})
-    return path
+    return save_page(page, path, title)
 
 
 def reproduce(

@@ -26,7 +26,7 @@ from palmc.plots.curves import (
     voltage_trajectories,
     weight_trajectories,
 )
-from palmc.plots.dashboard import build_dashboard, default_metrics, save_dashboard
+from palmc.plots.dashboard import build_dashboard, default_metrics, save_dashboard, save_page
 from palmc.plots.linked import linked_holomaps, render_bokeh
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "plot_result",
     "render_bokeh",
     "save_dashboard",
+    "save_page",
     "seed_band",
     "trajectories",
     "value_dimension",

@@ -385,10 +385,6 @@ def save_dashboard(
     switch frames in the browser, so the file needs neither a network nor a server. ``kwargs`` go to
     :func:`build_dashboard`. Returns the path written.
     """
-    from bokeh.document import Document
-    from bokeh.resources import INLINE
-    from panel.io.save import save as save_panel
-
     from palmc.query import open_store
 
     if isinstance(store_or_dataset, xr.Dataset):
@@ -397,11 +393,19 @@ def save_dashboard(
         ds, source = open_store(store_or_dataset), str(store_or_dataset)
         kwargs.pop("source", None)
     dashboard = build_dashboard(ds, queries_path, source=source, **kwargs)
+    return save_page(dashboard, out_html, f"palmc: {ds.attrs.get('name', 'dashboard')}")
+
+
+def save_page(page: Any, out_html: str | Path, title: str) -> Path:
+    """Write a panel object as one offline HTML file (bokeh's JavaScript and panel's stylesheets inlined)."""
+    from bokeh.document import Document
+    from bokeh.resources import INLINE
+    from panel.io.save import save as save_panel
+
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
-    title = f"palmc: {ds.attrs.get('name', 'dashboard')}"
     doc = Document(title=title)
-    root = dashboard.get_root(doc)
+    root = page.get_root(doc)
     _inline_stylesheets(root)
     if root.document is None:
         doc.add_root(root)
