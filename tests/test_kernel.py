@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import platform
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from palmc.engine import kernel
 from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.engine.tasks import Simulation
-from palmc.store.layout import RECORDABLE, variables_for
+from palmc.store.layout import RECORDABLE, VARIABLES, variables_for
 from palmc.store.recorder import ChunkRecorder
 
 RTOL, ATOL = 1e-9, 1e-12
@@ -203,6 +204,71 @@ def test_without_recorder_and_settling_longer_than_an_epoch() -> None:
     ref.advance(1000)
     kernel.advance(sim, 1000)
     assert_same(ref, sim)
+
+
+def test_recorder_of_some_variables() -> None:
+    """The kernel shows the recorder only the fields it records; records and final state are still exact."""
+    names = ("input", "error", "MSE", "WPP", "rP_breve_HI", "noise")
+    ref, sim = (make_sim(make_params("PAL", FW_LAYERS), task="fw_bw") for _ in range(2))
+    rec_ref, rec = (ChunkRecorder(s, [VARIABLES[n] for n in names], 4, s.protocol.total_steps // 4 + 1)
+                    for s in (ref, sim))
+    ref.advance(ref.protocol.total_steps, on_step=rec_ref)
+    kernel.advance(sim, sim.protocol.total_steps, rec)
+    assert_same(ref, sim)
+    assert_same_records(rec_ref, rec)
+
+
+class _StateCopier:
+    """A recorder that is not a ChunkRecorder (no ``variables``): it reads arbitrary state fields."""
+
+    every = 5
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, np.ndarray]] = []
+
+    def __call__(self, sim: Simulation) -> None:
+        if sim.state.step % self.every == 0:
+            self.seen.append({k: np.array(v, copy=True) for k, v in sim.state.arrays().items()})
+
+
+def test_plain_callable_recorder_sees_every_field() -> None:
+    ref, sim = (make_sim(make_params("PAL")) for _ in range(2))
+    rec_ref, rec = _StateCopier(), _StateCopier()
+    ref.advance(ref.protocol.total_steps, on_step=rec_ref)
+    kernel.advance(sim, sim.protocol.total_steps, rec)
+    assert len(rec.seen) == len(rec_ref.seen) > 0
+    for a, b in zip(rec_ref.seen, rec.seen):
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_allclose(b[name], a[name], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_threads_run_batches_independently() -> None:
+    """The kernel releases the GIL: batches advanced in two threads at once still match the NumPy engine."""
+    builds = [lambda: make_sim(make_params("PAL", noise_mode="vapi"), seeds=(1, 2, 3)),
+              lambda: make_sim(make_params("FA", FW_LAYERS), task="fw_bw", seeds=(4, 5))]
+    refs = [build() for build in builds]
+    sims = [build() for build in builds]
+    for ref in refs:
+        ref.advance(ref.protocol.total_steps)
+    errors: list[BaseException] = []
+
+    def work(sim: Simulation) -> None:
+        try:
+            for _ in range(3):  # several calls, so that the threads interleave their Python parts too
+                kernel.advance(sim, sim.protocol.total_steps // 3 + 1, recorder(sim, 7))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(sim,)) for sim in sims]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for ref, sim in zip(refs, sims):
+        assert_same(ref, sim)
+    assert kernel._advance_segment.targetoptions.get("nogil")
 
 
 def _glibc_with_fma() -> bool:

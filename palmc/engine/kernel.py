@@ -10,6 +10,15 @@ engines agree to the last bit apart from the summation order of the mat-vecs (an
 labelled with the step of dynamics.py they implement; dynamics.py's step 4 is split around step 2 because it
 needs the previous step's dendritic potentials.
 
+Segment ends are cheap (recording every 1000 steps costs a few per cent): the packed state, the generators'
+states and their tempered words live in arrays for the whole ``advance`` call; the kernel picks each step's
+pattern from the presentation order itself; at a record step the recorder is shown only the fields it records,
+as views of the packed arrays made once per call (``_Packed.show``), and the full state is unpacked once, at
+the end.
+
+Threads: every compiled function releases the GIL (``nogil``), so threads advancing different batches run in
+parallel (a threaded Dask worker); only the short Python parts between segments take turns.
+
 Random numbers: each run's legacy ``RandomState`` (MT19937 plus the polar-method gaussian with its cached second
 value) is re-implemented bit for bit in the kernel, so it consumes exactly the normals ``noise.draw_noise`` would,
 in the same order. The generator states are copied into the kernel at the start of ``advance`` and back before
@@ -27,6 +36,7 @@ postsynaptic indices, in blocks of four that the compiler turns into AVX2 operat
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import fields
 from decimal import Decimal, localcontext
@@ -44,7 +54,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from palmc.engine.tasks import Simulation
     from palmc.store.recorder import ChunkRecorder
 
-MAX_SEGMENT = 4096  # steps per kernel call at most (bounds the per-call index buffer; overhead is negligible)
+# numba options of every compiled function: cached on disk, NumPy's float semantics (no ZeroDivisionError), and
+# no GIL, so that threads advancing different batches run in parallel (nothing here touches Python objects)
+_JIT: dict[str, object] = dict(cache=True, error_model="numpy", nogil=True)
+
+MAX_SEGMENT = 8192  # steps per kernel call at most: Python (Ctrl-C, other threads' Python parts) gets a turn
 
 # -- state fields and how they are packed -------------------------------------------------------------------
 # Order matters: the kernel takes these arrays as arguments in exactly this order.
@@ -132,7 +146,7 @@ _C2, _C3, _C4, _C5 = (float.fromhex(h) for h in ("0x1.ffffffffffdbdp-2", "0x1.55
 _U1, _U45, _U52, _U7F, _U7FF, _U408 = (np.uint64(v) for v in (1, 45, 52, 0x7F, 0x7FF, 0x408))
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**_JIT, inline="always")
 def _exp_fast(x: float) -> float:
     """exp(x) for |x| < 512 (and tiny or zero x); branch-free, so four of them vectorise."""
     kd = _fma(x, _INVLN2N, _SHIFT)
@@ -148,14 +162,14 @@ def _exp_fast(x: float) -> float:
     return _fma(scale, tmp, scale)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**_JIT, inline="always")
 def _exp_in_range(x: float) -> bool:
     """|x| < 512 (NaN and inf excluded): where ``_exp_fast`` is glibc's exp."""
     return ((_bits(x) >> _U52) & _U7FF) < _U408
 
 
 # -- activations (activations.py, value for value) ----------------------------------------------------------
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**_JIT, inline="always")
 def _heaviside0(x: float) -> float:
     """np.heaviside(x, 0)."""
     if x != x:
@@ -163,7 +177,7 @@ def _heaviside0(x: float) -> float:
     return 1.0 if x > 0.0 else 0.0
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**_JIT, inline="always")
 def _phi(code: int, x: float) -> float:
     """phi(x) with libm, exactly as NumPy computes it."""
     if code == 0:  # logistic
@@ -181,7 +195,7 @@ def _phi(code: int, x: float) -> float:
     return 0.0 if 0.0 >= m else m
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**_JIT, inline="always")
 def _phi_prime(code: int, x: float) -> float:
     if code == 0:
         y = 1.0 / (1.0 + math.exp(-x))
@@ -199,7 +213,7 @@ def _phi_prime(code: int, x: float) -> float:
     return _heaviside0(s) * _heaviside0(1.0 - s)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**_JIT, inline="always")
 def _phi4(code: int, x0: float, x1: float, x2: float, x3: float) -> tuple[float, float, float, float, bool]:
     """phi of four neighbours at once (vectorised for the logistic), and whether all were in the fast range.
 
@@ -216,32 +230,44 @@ def _phi4(code: int, x0: float, x1: float, x2: float, x3: float) -> tuple[float,
 # The generator state of run r is (mt_key[r], mt_pos[r], mt_has_gauss[r], mt_cached[r]) as in RandomState.get_state;
 # mt_out[r] holds the 624 tempered outputs of mt_key[r], refreshed at every twist, so a draw is a plain load.
 # (Helpers that take arrays are kept out of the hot loops: each call or view costs reference counting.)
-@njit(cache=True, error_model="numpy")
+@njit(**_JIT)
 def _temper(mt_key: np.ndarray, mt_out: np.ndarray, r: int) -> None:
+    key, out = mt_key[r], mt_out[r]
     for i in range(624):
-        y = mt_key[r, i]
+        y = key[i]
         y ^= y >> 11
         y ^= (y << 7) & 0x9D2C5680
         y ^= (y << 15) & 0xEFC60000
         y ^= y >> 18
-        mt_out[r, i] = y
+        out[i] = y
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_JIT)
+def _temper_all(mt_key: np.ndarray, mt_out: np.ndarray) -> None:
+    for r in range(mt_key.shape[0]):
+        _temper(mt_key, mt_out, r)
+
+
+@njit(**_JIT)
 def _refill(mt_key: np.ndarray, mt_out: np.ndarray, r: int) -> None:
-    """mt19937_gen: regenerate the 624 words in place (held as int64 < 2**32), then temper them."""
+    """mt19937_gen: regenerate the 624 words in place, then temper them.
+
+    The words are stored as uint32 (computed in wider integers, truncated on store), which lets the compiler
+    use eight of them per AVX2 operation: twice as fast as int64 storage.
+    """
+    key = mt_key[r]
     for i in range(227):
-        y = (mt_key[r, i] & 0x80000000) | (mt_key[r, i + 1] & 0x7FFFFFFF)
-        mt_key[r, i] = mt_key[r, i + 397] ^ (y >> 1) ^ (-(y & 1) & 0x9908B0DF)
+        y = (key[i] & 0x80000000) | (key[i + 1] & 0x7FFFFFFF)
+        key[i] = key[i + 397] ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
     for i in range(227, 623):
-        y = (mt_key[r, i] & 0x80000000) | (mt_key[r, i + 1] & 0x7FFFFFFF)
-        mt_key[r, i] = mt_key[r, i - 227] ^ (y >> 1) ^ (-(y & 1) & 0x9908B0DF)
-    y = (mt_key[r, 623] & 0x80000000) | (mt_key[r, 0] & 0x7FFFFFFF)
-    mt_key[r, 623] = mt_key[r, 396] ^ (y >> 1) ^ (-(y & 1) & 0x9908B0DF)
+        y = (key[i] & 0x80000000) | (key[i + 1] & 0x7FFFFFFF)
+        key[i] = key[i - 227] ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
+    y = (key[623] & 0x80000000) | (key[0] & 0x7FFFFFFF)
+    key[623] = key[396] ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
     _temper(mt_key, mt_out, r)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(**_JIT, inline="always")
 def _polar(a1: int, b1: int, a2: int, b2: int) -> tuple[float, float, float]:
     """Two legacy doubles in [-1, 1) from four words, and their squared radius (legacy_gauss)."""
     x1 = 2.0 * (((a1 >> 5) * 67108864.0 + (b1 >> 6)) / 9007199254740992.0) - 1.0
@@ -249,7 +275,7 @@ def _polar(a1: int, b1: int, a2: int, b2: int) -> tuple[float, float, float]:
     return x1, x2, x1 * x1 + x2 * x2
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_JIT)
 def _four_words_slow(mt_key: np.ndarray, mt_out: np.ndarray, r: int, pos: int) -> tuple[int, int, int, int, int]:
     """The next four words when they straddle a twist (rare path of the kernel's inline draw); pos is uint64."""
     words = np.empty(4, dtype=np.int64)
@@ -276,9 +302,9 @@ def _kernel_options() -> dict[str, object]:
             cpu.CPUTargetOptions.noalias = options.TargetOptions.Mapping("noalias")
         if not cpu.CPUTargetOptions.parse_as_flags(compiler.Flags(), {"noalias": True}).noalias:
             raise ValueError("noalias not honoured")
-        return dict(cache=True, error_model="numpy", noalias=True)
+        return dict(_JIT, noalias=True)
     except Exception:  # pragma: no cover - depends on numba internals
-        return dict(cache=True, error_model="numpy")
+        return dict(_JIT)
 
 
 _KERNEL_OPTIONS = _kernel_options()
@@ -294,26 +320,36 @@ _KERNEL_OPTIONS = _kernel_options()
 #   than an axpy per presynaptic neuron); the arrays are declared non-aliasing (``_kernel_options``);
 # * increments are applied in the same pass that computes them and stored only at a segment's last step
 #   (before that they are overwritten unseen), which halves the traffic through the weight matrices;
-# * no helper that takes arrays is called per step (each call costs reference counting), except rarely.
-# Where the time goes (Fig. 3abc, PAL, bw_only): ~25 % noise (normals, one libm log per pair), ~22 % mat-vecs,
-# ~22 % weight updates, ~13 % lookahead and rates, the rest elementwise.
+# * no helper that takes arrays is called per step (each call costs reference counting), except rarely; an
+#   inlined helper still does (tried for the mat-vecs: slower);
+# * flags accumulated over a loop live in locals, combined with ``&`` (an array element or ``and`` in the loop
+#   serialises it); MT19937 words are stored as uint32, eight per AVX2 operation (a twist costs ~0.3 us).
+# Where the time goes (Fig. 3abc, PAL, bw_only; cycle counters around the blocks): ~25 % noise (of which ~15 %
+# the polar method's candidate loop and twists, ~6 % libm's log), ~20 % mat-vecs, ~12-15 % weight updates,
+# ~12 % lookahead and rates, the rest elementwise. Summing the mat-vecs over even and odd b separately (more
+# independent chains) did not help: they are not latency-bound.
 
 
 @njit(**_KERNEL_OPTIONS)
 def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                      uI, uI_old, uI_breve, rI, vden, vapi, vapi_noise,
                      WPP, dWPP, dWPP_LO, WIP, dWIP, BPP, dBPP, BPI, dBPI,
-                     r0, r0_LO, hi_rec, counter, mt_key, mt_pos, mt_has_gauss, mt_cached,
-                     patterns, targets, samples, layers, acts, dt, rp, lp, fl,
+                     r0, r0_LO, hi_rec, counter, mt_key, mt_out, mt_pos, mt_has_gauss, mt_cached,
+                     patterns, targets, order, first, n_steps, settling, per_pattern, layers, acts, dt, rp, lp, fl,
                      forward, lateral, feedback, has_target):  # pragma: no cover - compiled
-    """Advance every run by ``samples.shape[1]`` steps of one phase (settling or one epoch).
+    """Advance every run by ``n_steps`` steps (the first is step ``first``) of one phase (settling or one epoch).
 
-    ``samples[r, j]`` is the pattern index run r sees in step j; the learning flags and ``has_target`` are those
-    of the phase. At the last step every increment is stored (earlier ones are not observable), and ``hi_rec``
-    receives r^HI as the recorder sees it (before that step's high-pass update). Indices: i = engine list
-    entry, a = postsynaptic (or only) neuron, b = presynaptic neuron; weights are stored as W[r, i, b, a].
+    The pattern of a step is picked as ``Simulation._prepare_step`` does: the unshuffled sequence while settling
+    (``first <= settling``), else ``order[r]``, each pattern for ``per_pattern`` steps. The learning flags and
+    ``has_target`` are those of the phase. At the last step every increment is stored (earlier ones are not
+    observable), and ``hi_rec`` receives r^HI as the recorder sees it (before that step's high-pass update).
+    Indices: i = engine list entry, a = postsynaptic (or only) neuron, b = presynaptic neuron; weights are
+    stored as W[r, i, b, a].
     """
-    R, n_steps = np.uint64(samples.shape[0]), np.uint64(samples.shape[1])
+    R, n_steps = np.uint64(order.shape[0]), np.uint64(n_steps)
+    n_patterns, Tp, S, first = np.uint64(order.shape[1]), np.uint64(per_pattern), np.uint64(settling), np.uint64(first)
+    settle = first <= S  # a segment never spans the end of settling
+    within = (first - U1) % (n_patterns * Tp) if settle else (first - S - U1) % (n_patterns * Tp)
     nL, Wd = layers.shape[0] - 1, uP.shape[2]
     L = np.uint64(nL)
     H = L - U1
@@ -329,7 +365,6 @@ def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
     redraw, skip_wip = np.zeros(nH, dtype=np.bool_), np.zeros(nH, dtype=np.bool_)
     gbuf = np.zeros(nL * Wd + 2)  # the normals of one step
     pair_x1, pair_x2, pair_r2, pair_lg = np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd), np.zeros(nL * Wd)
-    mt_out = np.empty_like(mt_key)
 
     for r in range(R):
         a_I, tau_I, tau_out_notgt = rp[r, RP_A_I], rp[r, RP_TAU_I], rp[r, RP_TAU_OUT_NOTGT]
@@ -342,12 +377,17 @@ def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
         use_act, hi_pass, w_lo = fl[r, FL_USE_ACT] != 0, fl[r, FL_HI_PASS] != 0, fl[r, FL_W_LO] != 0
         r_lp, post_lp, inter_lp = fl[r, FL_R_LP] != 0, fl[r, FL_POST_LP] != 0, fl[r, FL_INTER_LP] != 0
         gate, varphi, period_int = fl[r, FL_GATE] != 0, fl[r, FL_VARPHI] != 0, fl[r, FL_PERIOD_INT]
-        _temper(mt_key, mt_out, r)
         pos, has_gauss, cached = np.uint64(mt_pos[r]), mt_has_gauss[r], mt_cached[r]
+        pattern, shown = within // Tp, within % Tp  # place in the sequence: pattern and steps it was shown
 
         for j in range(n_steps):
             last = j == n_steps - U1
-            smp = samples[r, j]
+            smp = pattern if settle else np.uint64(order[r, pattern])
+            shown += U1
+            if shown == Tp:  # next pattern (counters, not a division per step)
+                shown, pattern = U0, pattern + U1
+                if pattern == n_patterns:  # settling may outlast an epoch: the sequence wraps
+                    pattern = U0
 
             # ---- step 1: lookahead u-breve = u_old + taur tau (u - u_old) / dt and rates phi(u-breve),
             # keeping the old rates; then the new input
@@ -432,13 +472,15 @@ def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                     # With eta_IP = 0 the update adds 0 * (finite) = +-0, i.e. leaves W^IP as it is (up to the
                     # sign of a zero weight), unless a NaN or inf is about: then it is computed as usual. Only at
                     # the segment's last step is the (zero) increment itself observable.
-                    skip_wip[i] = not last and lp[r, LP_DT_ETA_IP, i] == 0.0 and (code == 0 or code == 1 or code == 5)
-                    if skip_wip[i]:  # bounded activation: post is finite unless r^I or v^den_old is NaN
+                    skip = not last and lp[r, LP_DT_ETA_IP, i] == 0.0 and (code == 0 or code == 1 or code == 5)
+                    if skip:  # bounded activation: post is finite unless r^I or v^den_old is NaN
+                        # (branch-free tests into a local: a reduction the compiler vectorises)
                         for a in range(layers[i + U2]):
-                            skip_wip[i] &= rI[r, i, a] == rI[r, i, a] and vden[r, i, a] == vden[r, i, a]
+                            skip &= (rI[r, i, a] == rI[r, i, a]) & (vden[r, i, a] == vden[r, i, a])
                         for b in range(layers[i + U1]):
-                            skip_wip[i] &= abs(rP_old[i, b]) < 1e300  # so post * pre stays finite
-                    if skip_wip[i]:
+                            skip &= abs(rP_old[i, b]) < 1e300  # so post * pre stays finite
+                    skip_wip[i] = skip
+                    if skip:
                         for a in range(n4[i + U1]):
                             neg_vapi_old[i, a] = -vapi[r, i, a]
                         continue
@@ -612,7 +654,7 @@ def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                         a1, b1, a2, b2, pos = _four_words_slow(mt_key, mt_out, r, pos)
                     x1, x2, r2 = _polar(a1, b1, a2, b2)
                     pair_x1[p], pair_x2[p], pair_r2[p] = x1, x2, r2
-                    p += np.uint64(r2 < 1.0 and r2 != 0.0)
+                    p += np.uint64((r2 < 1.0) & (r2 != 0.0))
                 for p in range(n_pairs):  # the costly part, in loops free of the acceptance test
                     pair_lg[p] = math.log(pair_r2[p])
                 for p in range(n_pairs):
@@ -851,19 +893,30 @@ def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
 
 
 # -- Python side: parameters, packing, segments ------------------------------------------------------------
+_SLP_LOCK = threading.Lock()
+_slp_users = [0, 0]  # threads inside _compiling, numba's setting before the first entered
+
+
 @contextmanager
 def _compiling() -> Iterator[None]:
     """Let LLVM's SLP vectoriser (off by default in numba) work on the kernel if this call compiles it.
 
     The blocks of four in the kernel rely on it for AVX2 code; it does not change any result (no fast-math).
-    The setting is read when a function is compiled, so it is restored right after.
+    The setting is read when a function is compiled, so it is restored right after; threads may run the kernel
+    at the same time, so the setting is restored when the last of them leaves.
     """
-    previous = numba.config.SLP_VECTORIZE
-    numba.config.SLP_VECTORIZE = 1
+    with _SLP_LOCK:
+        if _slp_users[0] == 0:
+            _slp_users[1] = numba.config.SLP_VECTORIZE
+            numba.config.SLP_VECTORIZE = 1
+        _slp_users[0] += 1
     try:
         yield
     finally:
-        numba.config.SLP_VECTORIZE = previous
+        with _SLP_LOCK:
+            _slp_users[0] -= 1
+            if _slp_users[0] == 0:
+                numba.config.SLP_VECTORIZE = _slp_users[1]
 
 
 def supports(sim: "Simulation") -> bool:
@@ -940,7 +993,10 @@ def _shapes(layers: tuple[int, ...]) -> dict[str, list[tuple[int, ...]]]:
 
 
 class _Packed:
-    """The state of ``sim`` in the kernel's padded, transposed layout (plus the generators' states)."""
+    """The state of ``sim`` in the kernel's padded, transposed layout (plus the generators' states).
+
+    Built once per ``advance`` call; the kernel updates these arrays in place across all its segments.
+    """
 
     def __init__(self, sim: "Simulation") -> None:
         s, R = sim.state, len(sim.runs)
@@ -960,31 +1016,55 @@ class _Packed:
             for i, (n_post, n_pre) in enumerate(shapes):
                 packed[:, i, :n_pre, :n_post] = np.swapaxes(getattr(s, name)[i], 1, 2)
             self.mats.append(packed)
+        self.arrays = dict(zip(VEC_FIELDS + MAT_FIELDS, self.vecs + self.mats))
         self.r0 = np.array(s.r0, dtype=np.float64, order="C")
         self.r0_LO = np.array(s.r0_LO, dtype=np.float64, order="C")
         self.counter = np.array(s.noise_counter, dtype=np.int64)
-        self.hi_rec = np.zeros_like(self.vecs[VEC_FIELDS.index("rP_breve_HI")])
-        self.mt_key = np.zeros((R, 624), dtype=np.int64)
+        self.hi_rec = np.zeros_like(self.arrays["rP_breve_HI"])
+        self.mt_key = np.zeros((R, 624), dtype=np.uint32)
+        self.mt_out = np.zeros((R, 624), dtype=np.uint32)  # the tempered words of mt_key (see _temper)
         self.mt_pos = np.zeros(R, dtype=np.int64)
         self.mt_has_gauss = np.zeros(R, dtype=np.int64)
         self.mt_cached = np.zeros(R)
+        self._views: dict[str, list[np.ndarray]] = {}
 
     def load_rngs(self, rngs: list[np.random.RandomState]) -> None:
         for r, rng in enumerate(rngs):
             _, key, pos, has_gauss, cached = rng.get_state()
             self.mt_key[r] = key
             self.mt_pos[r], self.mt_has_gauss[r], self.mt_cached[r] = pos, has_gauss, cached
+        _temper_all(self.mt_key, self.mt_out)
 
     def store_rngs(self, rngs: list[np.random.RandomState]) -> None:
         for r, rng in enumerate(rngs):
-            rng.set_state(("MT19937", self.mt_key[r].astype(np.uint32), int(self.mt_pos[r]),
+            rng.set_state(("MT19937", self.mt_key[r].copy(), int(self.mt_pos[r]),
                            int(self.mt_has_gauss[r]), float(self.mt_cached[r])))
 
-    def unpack_into(self, state: State, step: int, record_view: bool) -> None:
-        """Write the packed state into ``state`` (fresh arrays); ``record_view`` shows r^HI as recorded."""
+    def views(self, name: str) -> list[np.ndarray]:
+        """Engine-layout views of one packed field (r^HI as recorded): made once, valid for the whole call."""
+        if name not in self._views:
+            packed = self.hi_rec if name == "rP_breve_HI" else self.arrays[name]
+            if packed.ndim == 3:
+                self._views[name] = [packed[:, i, :n] for i, (n,) in enumerate(self.shapes[name])]
+            else:
+                self._views[name] = [np.swapaxes(packed[:, i, :n_pre, :n_post], 1, 2)
+                                     for i, (n_post, n_pre) in enumerate(self.shapes[name])]
+        return self._views[name]
+
+    def show(self, state: State, names: tuple[str, ...], step: int) -> None:
+        """Let ``state`` show the fields ``names`` as the recorder sees them at ``step``, without copying.
+
+        The views follow the packed arrays, so they are valid only until the kernel runs again; the other
+        fields keep their values from before the ``advance`` call until ``unpack_into`` replaces them all.
+        """
+        plain = {"r0": self.r0, "r0_LO": self.r0_LO, "noise_counter": self.counter}
+        for name in names:
+            setattr(state, name, plain[name] if name in plain else self.views(name))
+        state.step = step
+
+    def unpack_into(self, state: State, step: int) -> None:
+        """Write the packed state into ``state`` (fresh contiguous arrays)."""
         for name, packed in zip(VEC_FIELDS, self.vecs):
-            if record_view and name == "rP_breve_HI":
-                packed = self.hi_rec
             setattr(state, name, [packed[:, i, :n].copy() for i, (n,) in enumerate(self.shapes[name])])
         for name, packed in zip(MAT_FIELDS, self.mats):
             setattr(state, name, [np.ascontiguousarray(np.swapaxes(packed[:, i, :n_pre, :n_post], 1, 2))
@@ -995,16 +1075,31 @@ class _Packed:
         state.step = step
 
 
-def _samples(sim: "Simulation", first: int, last: int) -> np.ndarray:
-    """Pattern index of every run in steps first..last (one phase), as ``Simulation._prepare_step`` picks it."""
+def _recorded_fields(recorder: "ChunkRecorder") -> tuple[str, ...]:
+    """The packed state fields the recorder reads (store.recorder: input comes from ``sim.current_input``,
+    target/error/MSE from ``sim.current_target`` and the output u-breve); all of them for an unknown recorder."""
+    variables = getattr(recorder, "variables", None)
+    if variables is None:
+        return VEC_FIELDS + MAT_FIELDS + PLAIN
+    names: list[str] = []
+    for var in variables:
+        if var.kind == "input":
+            continue
+        name = "uP_breve" if var.kind in ("output", "scalar") else var.name
+        if name not in VEC_FIELDS + MAT_FIELDS:
+            return VEC_FIELDS + MAT_FIELDS + PLAIN  # something this function does not know: show everything
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _sample_indices(sim: "Simulation", k: int) -> np.ndarray:
+    """Pattern index of every run in step k, as ``Simulation._prepare_step`` picks it (the kernel's rule)."""
     proto = sim.protocol
     S, N, Tp = proto.settling_steps, proto.steps_per_epoch, proto.steps_per_presentation
-    ks = np.arange(first, last + 1)
-    R = len(sim.runs)
-    if first <= S:
-        return np.ascontiguousarray(np.broadcast_to(((ks - 1) % N) // Tp, (R, len(ks))), dtype=np.uint64)
-    within = (ks - S - 1) % N
-    return np.ascontiguousarray(sim.order[:, within // Tp], dtype=np.uint64)
+    if k <= S:
+        return np.full(len(sim.runs), ((k - 1) % N) // Tp)
+    return sim.order[:, ((k - S - 1) % N) // Tp]
 
 
 def _segment_end(sim: "Simulation", k: int, end: int, every: int | None) -> int:
@@ -1025,6 +1120,7 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
 
     Same final state, generators, presentation order, current input/target and recorder contents; the recorder
     is called at its record steps only (``step % recorder.every == 0``), which is the only time it records.
+    While it runs, ``sim.state`` shows only the fields it records (see ``_Packed.show``).
     """
     end = min(sim.state.step + n_steps, sim.protocol.total_steps)
     k = sim.state.step
@@ -1037,9 +1133,11 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
     if sim.targets is not None:
         targets[:, :, : sim.targets.shape[2]] = sim.targets
     every = getattr(recorder, "every", None) if recorder is not None else None
+    shown = _recorded_fields(recorder) if recorder is not None else ()
     runs = np.arange(len(sim.runs))
     any_pal = bool(sim.params.is_pal.any())
-    S, N = sim.protocol.settling_steps, sim.protocol.steps_per_epoch
+    proto = sim.protocol
+    S, N, Tp, dt = proto.settling_steps, proto.steps_per_epoch, proto.steps_per_presentation, float(sim.params.dt)
     # The generators are copied in once and back only when they are about to be used in Python (the shuffle
     # of an epoch start) or at the end, and only if the kernel drew from them (copies cost ~50 us per run).
     packed.load_rngs(sim.rngs)
@@ -1050,18 +1148,18 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
         if epoch_start and drawn:
             packed.store_rngs(sim.rngs)
             drawn = False
-        order = sim.order.copy()
-        # Simulation's own step preparation: it shuffles at an epoch start and gives the phase's flags and input
+        # Simulation's own step preparation: it shuffles at an epoch start (only then) and gives the phase's
+        # flags and input, which must be those of the kernel's schedule
         r0, target, learning = sim._prepare_step(k + 1)
-        if epoch_start or not np.array_equal(order, sim.order):
+        if epoch_start:
             packed.load_rngs(sim.rngs)
-        samples = _samples(sim, k + 1, stop)
-        if not np.array_equal(r0, patterns[runs, samples[:, 0].astype(np.int64)]):
+        if not np.array_equal(r0, patterns[runs, _sample_indices(sim, k + 1)]):
             raise RuntimeError("kernel: input schedule disagrees with Simulation._prepare_step")
+        order = np.ascontiguousarray(sim.order, dtype=np.int64)
         with _compiling():
-            _advance_segment(*packed.vecs, *packed.mats, packed.r0, packed.r0_LO, packed.hi_rec,
-                             packed.counter, packed.mt_key, packed.mt_pos, packed.mt_has_gauss, packed.mt_cached,
-                             patterns, targets, samples, layers, acts, float(sim.params.dt), rp, lp, fl,
+            _advance_segment(*packed.vecs, *packed.mats, packed.r0, packed.r0_LO, packed.hi_rec, packed.counter,
+                             packed.mt_key, packed.mt_out, packed.mt_pos, packed.mt_has_gauss, packed.mt_cached,
+                             patterns, targets, order, k + 1, stop - k, S, Tp, layers, acts, dt, rp, lp, fl,
                              bool(learning.forward), bool(learning.lateral), bool(learning.feedback),
                              target is not None)
         drawn = drawn or (bool(learning.feedback) and any_pal)
@@ -1070,8 +1168,8 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
         sim.current_input, sim.current_target = r0, target
         k = stop
         if recorder is not None and k % every == 0:
-            packed.unpack_into(sim.state, k, record_view=True)
+            packed.show(sim.state, shown, k)
             recorder(sim)
     if drawn:
         packed.store_rngs(sim.rngs)
-    packed.unpack_into(sim.state, k, record_view=False)
+    packed.unpack_into(sim.state, k)
