@@ -103,7 +103,7 @@ def simulate(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted store from its last checkpoint."),
     engine: Optional[str] = typer.Option(None, "--engine", help="numpy or compiled (default: the experiment's compute.engine)."),
     seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together (default: seeds / workers)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker processes of the local cluster (default: one per core; 1 runs in-process)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Workers of the local Dask cluster (default: one per core; 1 runs in-process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://host:8786 (or set PALMC_SCHEDULER)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -191,7 +191,7 @@ def reproduce(
     outdir: Optional[Path] = typer.Option(None, "-o", "--outdir", help="Directory of the report and plots (default: results/<figure>)."),
     short: bool = typer.Option(False, "--short", help="Run a shortened copy (a couple of epochs): a quick smoke test."),
     store: Optional[Path] = typer.Option(None, "--store", help="Zarr store to use (default: the experiment's output.store; OUTDIR/<figure>-short.zarr with --short)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker processes of the local cluster (default: one per core)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Workers of the local Dask cluster (default: one per core)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Simulate again even if the store exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
