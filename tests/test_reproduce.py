@@ -140,7 +140,6 @@ def test_variant_dataset_keeps_only_the_variant_records() -> None:
     assert list(variant_dataset(ds, 0)["step"].values) == list(steps)
 
 
-@pytest.mark.skipif(not (ROOT / "experiments" / "fig6.yaml").exists(), reason="experiments/fig6.yaml not written yet")
 def test_short_fig6_reports_every_variant(tmp_path: Path) -> None:
     from palmc.schema import load_experiment
 
@@ -165,3 +164,13 @@ def test_full_fig3_agrees_with_the_published_angles(figure: str, tmp_path: Path)
     numbers = pd.read_csv(tmp_path / "numbers.csv")
     assert len(numbers) == 6 and numbers["within_published_std"].all(), numbers
     assert "Agreement with the published values: yes" in report.read_text()
+
+
+@pytest.mark.slow
+def test_full_fig4ab_pal_learns_like_bp_and_fa_fails(tmp_path: Path) -> None:
+    """Fig. 4a-b's outcome: with the feedback weight starting at the wrong sign, FA cannot learn the teacher; PAL
+    learns the sign and reaches BP's error."""
+    reproduce("fig4ab", tmp_path, store=ROOT / "results" / "fig4ab.zarr", progress=False, log=lambda _: None)
+    numbers = pd.read_csv(tmp_path / "numbers.csv")
+    mse = numbers[numbers["quantity"] == "MSE_last_epoch"].set_index("model")["palmc_mean"]
+    assert mse["BP"] < 1e-3 and mse["PAL"] < 1e-3 and mse["FA"] > 100 * max(mse["BP"], mse["PAL"]), mse
