@@ -174,3 +174,16 @@ def test_full_fig4ab_pal_learns_like_bp_and_fa_fails(tmp_path: Path) -> None:
     numbers = pd.read_csv(tmp_path / "numbers.csv")
     mse = numbers[numbers["quantity"] == "MSE_last_epoch"].set_index("model")["palmc_mean"]
     assert mse["BP"] < 1e-3 and mse["PAL"] < 1e-3 and mse["FA"] > 100 * max(mse["BP"], mse["PAL"]), mse
+
+
+@pytest.mark.slow
+def test_full_fig6_prospective_voltages_align_at_every_noise_time_scale(tmp_path: Path) -> None:
+    """Fig. 6's outcome: with prospective voltages PAL aligns at every tauxi; without them fast noise does not
+    align (about the initial 90 degrees) and slower noise does better."""
+    reproduce("fig6", tmp_path, store=ROOT / "results" / "fig6.zarr", progress=False, log=lambda _: None)
+    numbers = pd.read_csv(tmp_path / "numbers.csv")
+    angle = numbers[numbers["quantity"] == "angle_BPP_WPPT"]
+    prospective = angle[angle["taur"] == 1.0]
+    assert (prospective["palmc_mean"] < 25).all(), prospective
+    plain = angle[angle["taur"] == 0.0].groupby("tauxi")["palmc_mean"].mean()
+    assert plain.loc[0.1] > 80 and plain.loc[0.1] > plain.loc[1.0] > plain.loc[10.0], plain
