@@ -28,7 +28,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="training steps per batch and trial")
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
-    sims = [fig3abc(), fig3abc()]
+    # long enough for every trial (the first batch runs 3 times per trial): an ended run would time nothing
+    epochs = 3 * args.trials * args.steps // 10_000 + 2
+    sims = [fig3abc(epochs), fig3abc(epochs)]
     for sim in sims:  # load the kernel, get past settling
         kernel.advance(sim, sim.protocol.settling_steps + 50, None)
     one, seq, par = [], [], []
