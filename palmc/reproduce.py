@@ -9,8 +9,7 @@ experiment (a couple of epochs) as a smoke test; its numbers are compared with t
 record when those exist.
 
 Variants of a parameter sweep (``fig6``) are analysed one by one: each is cut out of the store with
-:func:`variant_dataset` (its own records only), so this module does not depend on the query layer knowing about
-the ``variant`` dimension.
+:func:`variant_dataset` (its own records only, by the query layer's variant selection).
 """
 
 from __future__ import annotations
@@ -200,21 +199,11 @@ class Section:
 
 def variant_dataset(ds: xr.Dataset, k: int) -> xr.Dataset:
     """Variant ``k`` of a sweep store as a plain store: only the records it has (the store's time axis is the
-    union of all variants' records; a variant's others are NaN padding), without the per-variant coordinates.
+    union of all variants' records; a variant's others are NaN padding), without the per-variant coordinates."""
+    from palmc.query.variants import select_variants
 
-    Kept independent of the query layer's own variant handling, so the result is a store like any other.
-    """
-    sub = ds.isel(variant=k)
-    keep = np.arange(sub.sizes["time"])
-    if "last_record" in sub.coords:
-        keep = keep[keep <= int(sub["last_record"])]
-    if "record_every_steps" in sub.coords and "step" in sub.coords:
-        steps = np.asarray(sub["step"].values)[keep]
-        keep = keep[steps % int(sub["record_every_steps"]) == 0]
-    if "epoch" in sub.coords and sub["epoch"].dims == ("time",):
-        keep = keep[np.asarray(sub["epoch"].values)[keep] >= 0]
-    sub = sub.isel(time=keep)
     per_variant = [c for c in ds.coords if ds[c].dims == ("variant",)] + ["variant"]
+    sub = select_variants(ds, k)
     return sub.drop_vars([c for c in per_variant if c in sub.coords])
 
 
