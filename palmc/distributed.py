@@ -13,12 +13,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
 from palmc.runner import BatchResult, run_batch
 from palmc.store.location import StoreLocation
 from palmc.store.writer import CHECKPOINT_DIR
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dask.distributed import Client
 
 SCHEDULER_ENV = "PALMC_SCHEDULER"
 LOCAL_PROCESSES_ENV = "PALMC_LOCAL_PROCESSES"
@@ -74,28 +77,52 @@ def local_processes(engine: str) -> bool:
     return engine != "compiled"
 
 
+def _connect_dashboard(client: "Client") -> None:
+    """Add the bokeh dashboard pages to the running scheduler of a LocalCluster started without them.
+
+    The import runs here, in the client's thread, while the workers compute (the kernel does not hold the GIL);
+    only the connection itself runs on the scheduler's event loop, as the scheduler does at start-up.
+    """
+    try:
+        import distributed.dashboard.scheduler  # noqa: F401 - the slow part
+    except ImportError:  # no bokeh: the address still answers, without the dashboard pages
+        return
+
+    def connect(dask_scheduler: object) -> None:
+        from distributed.dashboard.scheduler import connect as connect_pages
+
+        connect_pages(dask_scheduler.http_application, dask_scheduler.http_server, dask_scheduler, prefix="/")
+
+    client.run_on_scheduler(connect)
+
+
 def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int | None,
                    on_progress: Callable[[int], None], on_dashboard: Callable[[str], None],
                    retries: int = 2, on_batch_done: Callable[[BatchSpec], None] | None = None,
                    ) -> tuple[list[BatchResult], list[BatchFailure]]:
     """Run every batch of ``plan`` on a cluster; returns the results and the batches that failed for good."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, LocalCluster, wait
 
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
     cluster = None
     if scheduler:
         client = Client(scheduler)
     else:
+        # The scheduler's HTTP server (so the dashboard address) starts at once; its bokeh pages, ~0.6 s of
+        # imports, are connected once the tasks run (``_connect_dashboard``), not before the first task starts
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
-                               processes=local_processes(plan.engine), dashboard_address=":0")
+                               processes=local_processes(plan.engine), dashboard_address=":0",
+                               scheduler_kwargs={"dashboard": False})
         client = Client(cluster)
     results: list[BatchResult] = []
     failures: list[BatchFailure] = []
     try:
-        if client.dashboard_link:
-            on_dashboard(client.dashboard_link)
         futures = {client.submit(batch_task, store, plan, b, retries=retries, pure=False, key=f"palmc-{plan.name}-{b.label()}-{time.time_ns()}"): b
                    for b in plan.batches}
+        if cluster is not None:
+            _connect_dashboard(client)
+        if client.dashboard_link:
+            on_dashboard(client.dashboard_link)
         reported = 0
 
         def report_progress() -> None:
@@ -105,11 +132,15 @@ def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int |
                 on_progress(now - reported)
                 reported = now
 
-        pending = as_completed(list(futures))
-        while not pending.is_empty():
-            ready = pending.next_batch(block=False) if pending.has_ready() else []
+        pending = set(futures)
+        while pending:
+            try:  # wakes as soon as a task ends, else every 0.2 s for the progress display
+                done = wait(list(pending), timeout=0.2, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                done = set()
             report_progress()  # read after collecting: finished tasks' last progress files are complete
-            for future in ready:
+            for future in done:
+                pending.discard(future)
                 batch = futures[future]
                 try:
                     results.append(future.result())
@@ -117,7 +148,6 @@ def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int |
                     failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
                 if on_batch_done is not None:
                     on_batch_done(batch)
-            time.sleep(0.2)
         report_progress()
     finally:
         client.close()

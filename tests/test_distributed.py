@@ -64,6 +64,32 @@ def test_thread_workers_run_the_compiled_engine(experiment: Path, tmp_path: Path
     xr.testing.assert_identical(_data(two), _data(one))
 
 
+def test_local_cluster_serves_its_dashboard(experiment: Path, single: Path, tmp_path: Path) -> None:
+    """The address reported for the local cluster answers with the dashboard's pages (connected after start)."""
+    from urllib.request import urlopen
+
+    from palmc.api import prepare_store
+    from palmc.distributed import run_on_cluster
+    from palmc.plan import make_plan
+    from palmc.schema import load_experiment
+    from palmc.store.location import StoreLocation
+
+    plan = make_plan(load_experiment(experiment), seeds_per_batch=1, engine="compiled", workers=2)
+    store = StoreLocation(tmp_path / "dash.zarr")
+    prepare_store(plan, store, overwrite=False, resume=False)
+    pages: dict[str, str] = {}
+
+    def on_dashboard(link: str) -> None:
+        assert link.endswith("/status")
+        for page in ("status", "individual-task-stream"):
+            with urlopen(link.replace("/status", f"/{page}"), timeout=30) as response:
+                pages[page] = response.read().decode()
+
+    results, failures = run_on_cluster(plan, str(store), None, 2, lambda n: None, on_dashboard)
+    assert not failures and len(results) == len(plan.batches)
+    assert "bokeh" in pages["status"].lower() and "bokeh" in pages["individual-task-stream"].lower()
+
+
 class ExternalCluster:
     """A `dask scheduler` and two `dask worker` processes, as a user would start them."""
 

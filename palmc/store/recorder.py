@@ -26,6 +26,14 @@ class ChunkRecorder:
             v.name: np.full((chunk_records, *record_shape(v, self.layers), self.n_runs), np.nan) for v in variables
         }
         self.steps: list[int] = []
+        # per-layer variables: for each engine list entry, where it goes in a record and how its (R, ...) array
+        # turns into (..., R); worked out once, since a record is taken every few milliseconds of kernel time
+        self.placements = {
+            v.name: [(entry, (layer, *(slice(0, n) for n in shape)), (*range(1, len(shape) + 1), 0))
+                     for entry, (layer, shape) in enumerate(layer_shapes(v, self.layers))]
+            for v in variables if v.kind not in ("input", "output", "scalar")
+        }
+        self.nan_runs = np.flatnonzero(self.not_pal) if self.not_pal.any() else None
         # where each variable holds data (False on NaN padding of ragged layers), for divergence checks
         self.valid = {v.name: self._valid_mask(v) for v in variables}
 
@@ -84,14 +92,10 @@ class ChunkRecorder:
                 out[...] = np.sqrt(np.einsum("ri,ri->r", error, error)) ** 2
             return
         values = getattr(state, var.name)
-        for entry, (layer, shape) in enumerate(layer_shapes(var, self.layers)):
-            block = np.moveaxis(values[entry], 0, -1)
-            if len(shape) == 1:
-                out[layer, : shape[0]] = block
-            else:
-                out[layer, : shape[0], : shape[1]] = block
-        if var.pal_only and self.not_pal.any():
-            out[..., self.not_pal] = np.nan
+        for entry, where, axes in self.placements[var.name]:
+            out[where] = values[entry].transpose(axes)
+        if var.pal_only and self.nan_runs is not None:
+            out[..., self.nan_runs] = np.nan
 
     def take(self) -> tuple[list[int], dict[str, np.ndarray]]:
         """The buffered records (steps, name -> view (n, *record_shape, R)); empties the buffer."""
