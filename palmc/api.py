@@ -70,8 +70,8 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     ``store`` (a local path or an fsspec URL such as ``s3://bucket/run.zarr``) defaults to the experiment's
     ``output.store``; returns the store's local Path, or its URL. Batches of runs are spread over a Dask cluster
     (``scheduler`` address, ``$PALMC_SCHEDULER`` or the experiment's ``compute.scheduler``; else a LocalCluster
-    of ``workers`` workers, by default one per core: threads for the compiled engine, processes for NumPy); a plan
-    of a single batch, or ``workers=1``, runs in-process.
+    of ``workers`` single-threaded worker processes, by default one per core, forked from this process on Linux);
+    a plan of a single batch, or ``workers=1``, runs in-process.
     The store is streamed (memory stays bounded whatever the run length) and ``resume=True`` continues an
     interrupted store bit-exactly. Raises :class:`RunFailures` when runs failed or diverged (the store is
     complete for all the others).

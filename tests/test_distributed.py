@@ -52,11 +52,16 @@ def test_local_cluster_with_several_batches_matches_one_process(experiment: Path
     xr.testing.assert_identical(_data(store), _data(single))
 
 
-def test_thread_workers_run_the_compiled_engine(experiment: Path, tmp_path: Path) -> None:
-    """The compiled engine's default local cluster is threads (the kernel releases the GIL); same results."""
+@pytest.mark.parametrize("processes", ["1", "0"], ids=["forked-processes", "threads"])
+def test_local_workers_run_the_compiled_engine(experiment: Path, tmp_path: Path, processes: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local workers are forked processes by default (threads on request); same results either way."""
     from palmc.distributed import local_processes
 
-    assert not local_processes("compiled") and local_processes("numpy")
+    monkeypatch.delenv("PALMC_LOCAL_PROCESSES", raising=False)
+    assert local_processes("compiled") and local_processes("numpy")
+    monkeypatch.setenv("PALMC_LOCAL_PROCESSES", processes)
+    assert local_processes("compiled") == (processes == "1")
     one = palmc.simulate(experiment, tmp_path / "one.zarr", workers=1, engine="compiled", progress=False)
     two = palmc.simulate(experiment, tmp_path / "two.zarr", workers=2, seeds_per_batch=1, engine="compiled",
                          progress=False)

@@ -295,6 +295,16 @@ def test_exp_matches_libm() -> None:
         assert ulps.max() == 0
 
 
+def test_load_makes_the_kernel_ready() -> None:
+    """``kernel.load`` (called before forking local workers) leaves the kernel compiled for the batches' types."""
+    seconds = kernel.load()
+    assert seconds >= 0.0 and kernel._advance_segment.signatures
+    sim = make_sim(make_params("PAL"))
+    before = len(kernel._advance_segment.signatures)
+    kernel.advance(sim, 3)
+    assert len(kernel._advance_segment.signatures) == before  # a real batch needed no new compilation
+
+
 def test_supports_rejects_unknown_options() -> None:
     sim = make_sim(make_params("PAL"))
     assert kernel.supports(sim)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import fields
 from decimal import Decimal, localcontext
@@ -917,6 +918,23 @@ def _compiling() -> Iterator[None]:
             _slp_users[0] -= 1
             if _slp_users[0] == 0:
                 numba.config.SLP_VECTORIZE = _slp_users[1]
+
+
+def load() -> float:
+    """Load the kernel into this process (from numba's on-disk cache, or compile it once); returns the seconds.
+
+    Worth calling before forking worker processes: they start with numba set up and the kernel ready (~1 s each
+    otherwise, spent holding the GIL).
+    """
+    from palmc.engine.params import ModelParams, Protocol, RunSpec
+    from palmc.engine.tasks import Simulation
+
+    start = time.perf_counter()
+    params = ModelParams(model="PAL", layers=(1, 1, 1), activations=("logistic",) * 2, eta_fw=(0.0,) * 2,
+                         eta_bw=(0.0,), eta_IP=(0.0,), eta_PI=(0.0,), alpha=(0.0,), noise_scale=(0.0,))
+    protocol = Protocol(task="bw_only", dataset_size=1, epochs=1, steps_per_presentation=1, settling_steps=1)
+    advance(Simulation([RunSpec(0, "PAL", params, 0, 0)], protocol), 2)
+    return time.perf_counter() - start
 
 
 def supports(sim: "Simulation") -> bool:
