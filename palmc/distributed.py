@@ -65,13 +65,14 @@ def batch_task(store: str, plan: Plan, batch: BatchSpec, report: Callable[[int],
     return run_batch(store, plan, batch, resume=True, on_progress=on_progress)
 
 
-def local_processes(engine: str) -> bool:
-    """Whether a LocalCluster's workers are processes (the default) or threads of this process.
+def local_processes() -> bool:
+    """Whether a LocalCluster's workers are processes (the default, for either engine) or threads of this process.
 
-    Processes share nothing, so two of them on two cores run at full speed; threads share the GIL, which each
-    batch needs between kernel calls (records, writes, bookkeeping), and ran ~10 % slower side by side. Where
-    processes can be forked (Linux) they start in a fraction of a second with the kernel already loaded, which
-    removes the threads' one advantage. ``PALMC_LOCAL_PROCESSES=0`` (or 1) overrides the choice.
+    Processes share nothing. Threads share the GIL, which each batch needs between kernel calls (records, writes,
+    bookkeeping): on Fig. 4's 1-1-1 networks, where those parts are large next to the kernel's, two thread workers
+    took 59-61 s for what two processes did in 43-45 s and one worker in 61 s. Forked processes (Linux) start in a
+    fraction of a second with the kernel already loaded, so threads keep no advantage.
+    ``PALMC_LOCAL_PROCESSES=0`` (or 1) overrides the choice.
     """
     forced = os.environ.get(LOCAL_PROCESSES_ENV)
     if forced is not None:
@@ -94,13 +95,22 @@ def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
     import dask
     from dask.distributed import LocalCluster
 
-    processes = local_processes(plan.engine)
+    processes = local_processes()
     method = _start_method() if processes else None
     if method == "fork" and plan.engine == "compiled":  # (the rest a task needs is imported already)
         from palmc.engine import kernel
 
         kernel.load()
-    config = {"distributed.worker.multiprocessing-method": method} if method else {}
+    # Workers here run one long compute task each: their event loops need not wake every few milliseconds (loop
+    # latency ticks, memory and system monitors, the profiler's stack samples), which costs the batch CPU and GIL
+    config = {
+        "distributed.admin.tick.interval": "1s",
+        "distributed.admin.system-monitor.interval": "2s",
+        "distributed.worker.memory.monitor-interval": "1s",
+        "distributed.worker.profile.interval": "100ms",
+    }
+    if method:
+        config["distributed.worker.multiprocessing-method"] = method
     with dask.config.set(config):
         return LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=processes,
                             dashboard_address=":0", scheduler_kwargs={"dashboard": False})

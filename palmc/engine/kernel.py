@@ -17,7 +17,7 @@ as views of the packed arrays made once per call (``_Packed.show``), and the ful
 the end.
 
 Threads: every compiled function releases the GIL (``nogil``), so threads advancing different batches run in
-parallel (a threaded Dask worker); only the short Python parts between segments take turns.
+parallel (thread workers, ``PALMC_LOCAL_PROCESSES=0``); only the short Python parts between segments take turns.
 
 Random numbers: each run's legacy ``RandomState`` (MT19937 plus the polar-method gaussian with its cached second
 value) is re-implemented bit for bit in the kernel, so it consumes exactly the normals ``noise.draw_noise`` would,
