@@ -14,30 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
-import tempfile
 
-from common import ROOT
-
-RUN = """
-import sys, time
-sys.path.insert(0, {bench!r})
-from common import fig3abc
-import palmc
-exp = fig3abc(epochs={epochs}, seeds=10)
-start = time.perf_counter()
-palmc.simulate(exp, {store!r}, workers={workers}, seeds_per_batch=5, progress=False)
-print(time.perf_counter() - start)
-"""
+from common import simulate_fresh
 
 
 def timed(workers: int, epochs: int) -> float:
     """Wall time of one simulate call in a fresh process."""
-    with tempfile.TemporaryDirectory() as tmp:
-        code = RUN.format(bench=str(ROOT / "benchmarks"), epochs=epochs, store=f"{tmp}/s.zarr", workers=workers)
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-        return float(out.stdout.strip().splitlines()[-1])
+    return simulate_fresh(workers=workers, seeds_per_batch=5, epochs=epochs, seeds=10)["wall"]
 
 
 def main() -> None:

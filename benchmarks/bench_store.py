@@ -9,34 +9,8 @@ Usage: python benchmarks/bench_store.py [--repeat N]
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import tempfile
-import textwrap
 
-from common import ROOT
-
-CHILD = textwrap.dedent("""
-    import json, resource, sys, time
-    sys.path.insert(0, {bench!r})
-    from common import fig3abc
-    import palmc
-    exp = fig3abc(**json.loads(sys.argv[1]))
-    start = time.perf_counter()
-    palmc.simulate(exp, sys.argv[2], overwrite=True, workers=1, progress=False)
-    wall = time.perf_counter() - start
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({{"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "max_rss_mib": usage.ru_maxrss / 1024}}))
-""").format(bench=str(ROOT / "benchmarks"))
-
-
-def measure(**kwargs: object) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(kwargs), f"{tmp}/s.zarr"],
-                             check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
+from common import simulate_fresh as measure
 
 def main() -> None:
     parser = argparse.ArgumentParser()

@@ -1010,6 +1010,14 @@ def _shapes(layers: tuple[int, ...]) -> dict[str, list[tuple[int, ...]]]:
     return out
 
 
+def _entries(packed: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """Views of a packed field in the engine's layout, one per list entry: (R, n), or (R, post, pre) for weights
+    (undoing the padding and the transposition)."""
+    if packed.ndim == 3:
+        return [packed[:, i, :n] for i, (n,) in enumerate(shapes)]
+    return [np.swapaxes(packed[:, i, :n_pre, :n_post], 1, 2) for i, (n_post, n_pre) in enumerate(shapes)]
+
+
 class _Packed:
     """The state of ``sim`` in the kernel's padded, transposed layout (plus the generators' states).
 
@@ -1062,11 +1070,7 @@ class _Packed:
         """Engine-layout views of one packed field (r^HI as recorded): made once, valid for the whole call."""
         if name not in self._views:
             packed = self.hi_rec if name == "rP_breve_HI" else self.arrays[name]
-            if packed.ndim == 3:
-                self._views[name] = [packed[:, i, :n] for i, (n,) in enumerate(self.shapes[name])]
-            else:
-                self._views[name] = [np.swapaxes(packed[:, i, :n_pre, :n_post], 1, 2)
-                                     for i, (n_post, n_pre) in enumerate(self.shapes[name])]
+            self._views[name] = _entries(packed, self.shapes[name])
         return self._views[name]
 
     def show(self, state: State, names: tuple[str, ...], step: int) -> None:
@@ -1082,11 +1086,8 @@ class _Packed:
 
     def unpack_into(self, state: State, step: int) -> None:
         """Write the packed state into ``state`` (fresh contiguous arrays)."""
-        for name, packed in zip(VEC_FIELDS, self.vecs):
-            setattr(state, name, [packed[:, i, :n].copy() for i, (n,) in enumerate(self.shapes[name])])
-        for name, packed in zip(MAT_FIELDS, self.mats):
-            setattr(state, name, [np.ascontiguousarray(np.swapaxes(packed[:, i, :n_pre, :n_post], 1, 2))
-                                  for i, (n_post, n_pre) in enumerate(self.shapes[name])])
+        for name, packed in self.arrays.items():
+            setattr(state, name, [np.array(view, order="C") for view in _entries(packed, self.shapes[name])])
         state.r0 = self.r0.copy()
         state.r0_LO = self.r0_LO.copy()
         state.noise_counter = self.counter.copy()

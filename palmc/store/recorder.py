@@ -46,8 +46,8 @@ class ChunkRecorder:
         elif var.kind == "scalar":
             mask[...] = True
         else:
-            for layer, shape in layer_shapes(var, self.layers):
-                mask[(layer, *(slice(0, n) for n in shape))] = True
+            for _, where, _ in self.placements[var.name]:
+                mask[where] = True
         return mask
 
     def first_nonfinite_step(self, run: int) -> int | None:
