@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from palmc.engine import kernel
+from palmc.engine import kernel, kernel_lanes
 from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.engine.tasks import Simulation
 from palmc.store.layout import RECORDABLE, VARIABLES, variables_for
@@ -88,7 +88,13 @@ def assert_same_records(ra: ChunkRecorder, rb: ChunkRecorder) -> None:
                                    err_msg=f"record {name}")
 
 
-def check(build: Any, splits: tuple[int, ...] | None = None) -> None:
+@pytest.fixture(params=["neurons", "lanes"])
+def layout(request: pytest.FixtureRequest) -> str:
+    """Both kernel layouts, whichever ``kernel.layout_for`` would pick for the network."""
+    return str(request.param)
+
+
+def check(build: Any, layout: str, splits: tuple[int, ...] | None = None) -> None:
     """Run ``build()`` with both engines over the whole protocol and compare everything."""
     ref, one, three = build(), build(), build()
     assert kernel.supports(one)
@@ -96,10 +102,10 @@ def check(build: Any, splits: tuple[int, ...] | None = None) -> None:
     rec1, rec3 = recorder(one, 1), recorder(three, 3)
     total = ref.protocol.total_steps
     ref.advance(total, on_step=lambda s: (rec_ref1(s), rec_ref3(s)))
-    kernel.advance(one, total, rec1)
+    kernel.advance(one, total, rec1, layout=layout)
     for n in splits or (total,):  # resume-like calls of any length
-        kernel.advance(three, n, rec3)
-    kernel.advance(three, total, rec3)  # past the end: a no-op
+        kernel.advance(three, n, rec3, layout=layout)
+    kernel.advance(three, total, rec3, layout=layout)  # past the end: a no-op
     assert_same(ref, one, "every=1")
     assert_same(ref, three, "every=3")
     assert_same_records(rec_ref1, rec1)
@@ -137,8 +143,8 @@ PAL_BW_CASES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("case", sorted(PAL_BW_CASES))
-def test_pal_bw_only_options(case: str) -> None:
-    check(lambda: make_sim(make_params("PAL", **PAL_BW_CASES[case])))
+def test_pal_bw_only_options(case: str, layout: str) -> None:
+    check(lambda: make_sim(make_params("PAL", **PAL_BW_CASES[case])), layout)
 
 
 FW_CASES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -162,58 +168,58 @@ FW_CASES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("case", sorted(FW_CASES))
-def test_fw_bw_options(case: str) -> None:
+def test_fw_bw_options(case: str, layout: str) -> None:
     model, changes = FW_CASES[case]
-    check(lambda: make_sim(make_params(model, FW_LAYERS, **changes), task="fw_bw"))
+    check(lambda: make_sim(make_params(model, FW_LAYERS, **changes), task="fw_bw"), layout)
 
 
 @pytest.mark.parametrize("model", ["BP", "FA"])
-def test_bp_fa_bw_only(model: str) -> None:
-    check(lambda: make_sim(make_params(model)))
+def test_bp_fa_bw_only(model: str, layout: str) -> None:
+    check(lambda: make_sim(make_params(model)), layout)
 
 
 @pytest.mark.parametrize("task", ["bw_only", "fw_bw"])
-def test_mixed_models_in_one_batch(task: str) -> None:
+def test_mixed_models_in_one_batch(task: str, layout: str) -> None:
     layers = BW_LAYERS if task == "bw_only" else FW_LAYERS
     params = [make_params("BP", layers, eta_PI=(0.5, 0.4)), make_params("FA", layers),
               make_params("PAL", layers, noise_mode="uP", dtxi=0.02), make_params("PAL", layers, gate_regularizer=True)]
-    check(lambda: make_sim(params, task=task, seeds=(21, 22, 23, 24)))
+    check(lambda: make_sim(params, task=task, seeds=(21, 22, 23, 24)), layout)
 
 
-def test_one_hidden_layer_networks() -> None:
+def test_one_hidden_layer_networks(layout: str) -> None:
     """The 1-1-1 networks of the fw_bw paper figure, all three models in one batch."""
     params = [make_params(m, (1, 1, 1), activations=("logistic", "logistic")) for m in ("BP", "FA", "PAL")]
-    check(lambda: make_sim(params, task="fw_bw", seeds=(123, 456, 789), dataset_size=5, Tp=7, settling=12))
+    check(lambda: make_sim(params, task="fw_bw", seeds=(123, 456, 789), dataset_size=5, Tp=7, settling=12), layout)
 
 
-def test_wide_odd_layers_and_many_draws() -> None:
+def test_wide_odd_layers_and_many_draws(layout: str) -> None:
     """Layers that are not multiples of four, and enough noise draws to cross several twists of MT19937."""
     params = make_params("PAL", (5, 13, 7, 9, 3), noise_mode="vapi")
-    check(lambda: make_sim(params, seeds=(3, 4, 5), dataset_size=4, epochs=3, Tp=9, settling=20),
+    check(lambda: make_sim(params, seeds=(3, 4, 5), dataset_size=4, epochs=3, Tp=9, settling=20), layout,
           splits=(1, 5, 17, 40, 3))
 
 
-def test_split_calls_resume_exactly() -> None:
+def test_split_calls_resume_exactly(layout: str) -> None:
     """advance(5) then advance(rest), with odd pieces across settling and epoch starts, equals one call."""
     params = make_params("PAL", FW_LAYERS, dtxi=0.03, noise_type="hold_white_noise")
-    check(lambda: make_sim(params, task="fw_bw"), splits=(5, 1, 24, 30, 7, 11))
+    check(lambda: make_sim(params, task="fw_bw"), layout, splits=(5, 1, 24, 30, 7, 11))
 
 
-def test_without_recorder_and_settling_longer_than_an_epoch() -> None:
+def test_without_recorder_and_settling_longer_than_an_epoch(layout: str) -> None:
     ref, sim = (make_sim(make_params("PAL"), settling=70) for _ in range(2))
     ref.advance(1000)
-    kernel.advance(sim, 1000)
+    kernel.advance(sim, 1000, layout=layout)
     assert_same(ref, sim)
 
 
-def test_recorder_of_some_variables() -> None:
+def test_recorder_of_some_variables(layout: str) -> None:
     """The kernel shows the recorder only the fields it records; records and final state are still exact."""
     names = ("input", "error", "MSE", "WPP", "rP_breve_HI", "noise")
     ref, sim = (make_sim(make_params("PAL", FW_LAYERS), task="fw_bw") for _ in range(2))
     rec_ref, rec = (ChunkRecorder(s, [VARIABLES[n] for n in names], 4, s.protocol.total_steps // 4 + 1)
                     for s in (ref, sim))
     ref.advance(ref.protocol.total_steps, on_step=rec_ref)
-    kernel.advance(sim, sim.protocol.total_steps, rec)
+    kernel.advance(sim, sim.protocol.total_steps, rec, layout=layout)
     assert_same(ref, sim)
     assert_same_records(rec_ref, rec)
 
@@ -231,11 +237,11 @@ class _StateCopier:
             self.seen.append({k: np.array(v, copy=True) for k, v in sim.state.arrays().items()})
 
 
-def test_plain_callable_recorder_sees_every_field() -> None:
+def test_plain_callable_recorder_sees_every_field(layout: str) -> None:
     ref, sim = (make_sim(make_params("PAL")) for _ in range(2))
     rec_ref, rec = _StateCopier(), _StateCopier()
     ref.advance(ref.protocol.total_steps, on_step=rec_ref)
-    kernel.advance(sim, sim.protocol.total_steps, rec)
+    kernel.advance(sim, sim.protocol.total_steps, rec, layout=layout)
     assert len(rec.seen) == len(rec_ref.seen) > 0
     for a, b in zip(rec_ref.seen, rec.seen):
         assert a.keys() == b.keys()
@@ -243,7 +249,7 @@ def test_plain_callable_recorder_sees_every_field() -> None:
             np.testing.assert_allclose(b[name], a[name], rtol=RTOL, atol=ATOL, err_msg=name)
 
 
-def test_threads_run_batches_independently() -> None:
+def test_threads_run_batches_independently(layout: str) -> None:
     """The kernel releases the GIL: batches advanced in two threads at once still match the NumPy engine."""
     builds = [lambda: make_sim(make_params("PAL", noise_mode="vapi"), seeds=(1, 2, 3)),
               lambda: make_sim(make_params("FA", FW_LAYERS), task="fw_bw", seeds=(4, 5))]
@@ -256,7 +262,7 @@ def test_threads_run_batches_independently() -> None:
     def work(sim: Simulation) -> None:
         try:
             for _ in range(3):  # several calls, so that the threads interleave their Python parts too
-                kernel.advance(sim, sim.protocol.total_steps // 3 + 1, recorder(sim, 7))
+                kernel.advance(sim, sim.protocol.total_steps // 3 + 1, recorder(sim, 7), layout=layout)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -269,6 +275,7 @@ def test_threads_run_batches_independently() -> None:
     for ref, sim in zip(refs, sims):
         assert_same(ref, sim)
     assert kernel._advance_segment.targetoptions.get("nogil")
+    assert kernel_lanes.advance_segment.targetoptions.get("nogil")
 
 
 def _glibc_with_fma() -> bool:
@@ -295,14 +302,23 @@ def test_exp_matches_libm() -> None:
         assert ulps.max() == 0
 
 
-def test_load_makes_the_kernel_ready() -> None:
-    """``kernel.load`` (called before forking local workers) leaves the kernel compiled for the batches' types."""
+def test_load_makes_the_kernel_ready(layout: str) -> None:
+    """``kernel.load`` (called before forking local workers) leaves both kernels compiled for the batches' types."""
     seconds = kernel.load()
-    assert seconds >= 0.0 and kernel._advance_segment.signatures
+    segment = kernel._advance_segment if layout == "neurons" else kernel_lanes.advance_segment
+    assert seconds >= 0.0 and segment.signatures
     sim = make_sim(make_params("PAL"))
-    before = len(kernel._advance_segment.signatures)
-    kernel.advance(sim, 3)
-    assert len(kernel._advance_segment.signatures) == before  # a real batch needed no new compilation
+    before = len(segment.signatures)
+    kernel.advance(sim, 3, layout=layout)
+    assert len(segment.signatures) == before  # a real batch needed no new compilation
+
+
+def test_layout_for_picks_lanes_for_small_networks() -> None:
+    assert kernel.layout_for(make_sim(make_params("PAL", (1, 1, 1), activations=("logistic",) * 2))) == "lanes"
+    assert kernel.layout_for(make_sim(make_params("PAL", BW_LAYERS))) == "lanes"
+    assert kernel.layout_for(make_sim(make_params("PAL", (5, 13, 7, 9, 3)))) == "neurons"
+    with pytest.raises(ValueError, match="layout"):
+        kernel.advance(make_sim(make_params("PAL")), 3, layout="columns")
 
 
 def test_supports_rejects_unknown_options() -> None:
