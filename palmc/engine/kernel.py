@@ -951,9 +951,9 @@ def load() -> float:
 
 
 # This kernel vectorises over blocks of four neurons; in a network whose layers have fewer, most of each block is
-# padding and runs in the lanes (kernel_lanes.py) do better: 1-1-1 networks 1.9x faster per seed-step. From a
-# few neurons per layer on, the neuron layout is as fast or faster (3-8-3 even, 4-20-4 1.4x faster, measured
-# alternately in one process): four runs' weights no longer fit the L1 cache together.
+# padding and runs in the lanes (kernel_lanes.py) do better: 1-1-1 networks 1.4-1.9x faster per seed-step. From
+# a few neurons per layer on, the neuron layout is as fast or faster (3-8-3 even, 4-20-4 1.4x and Fig. 3abc
+# 1.05-1.5x faster, measured alternately in one process): four runs' weights no longer fit the L1 cache together.
 LANES_MAX_WIDTH = 4
 
 
