@@ -12,6 +12,7 @@ import argparse
 
 from common import simulate_fresh as measure
 
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3, help="timed pairs (recorded, nothing); best of each")

@@ -325,6 +325,29 @@ def _normals(mt_key: np.ndarray, mt_out: np.ndarray, q: int, pos: int, has_gauss
     return pos, has_gauss, cached
 
 
+@njit(**_JIT, inline="always")
+def _next_presentation(pattern: int, shown: int, per_pattern: int, n_patterns: int) -> tuple[int, int]:
+    """One step on in the presentation sequence: (pattern, steps it was shown), all uint64. Counters, not a
+    division per step; the sequence wraps, since settling may outlast an epoch."""
+    shown += U1
+    if shown == per_pattern:
+        shown, pattern = U0, pattern + U1
+        if pattern == n_patterns:
+            pattern = U0
+    return pattern, shown
+
+
+@njit(**_JIT, inline="always")
+def _redraws(all_zero: bool, counter: int, period: float, period_int: int) -> bool:
+    """Whether a layer draws new noise this step (noise.draw_noise): its xi is all zero, or the step counter
+    shared by all layers hits the noise period (``period_int``: the period if integral, else 0)."""
+    if all_zero or period_int == 1:
+        return True
+    if period_int > 1:  # an integral period (the usual case): integer modulo, same answer
+        return counter % period_int == 0
+    return period != 0.0 and (counter % period) == 0.0  # counter % 0.0 is NaN in NumPy: never equal to 0
+
+
 # -- the kernel ----------------------------------------------------------------------------------------------
 def _kernel_options() -> dict[str, object]:
     """numba options of the kernel: no-alias arguments when this numba lets us ask for them.
@@ -420,11 +443,7 @@ def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
         for j in range(n_steps):
             last = j == n_steps - U1
             smp = pattern if settle else np.uint64(order[r, pattern])
-            shown += U1
-            if shown == Tp:  # next pattern (counters, not a division per step)
-                shown, pattern = U0, pattern + U1
-                if pattern == n_patterns:  # settling may outlast an epoch: the sequence wraps
-                    pattern = U0
+            pattern, shown = _next_presentation(pattern, shown, Tp, n_patterns)
 
             # ---- step 1: lookahead u-breve = u_old + taur tau (u - u_old) / dt and rates phi(u-breve),
             # keeping the old rates; then the new input
@@ -665,12 +684,7 @@ def _advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                         if noise[r, i, a] != 0.0:
                             zero = False
                             break
-                    if zero or period_int == 1:
-                        redraw[i] = True
-                    elif period_int > 1:  # an integral period (the usual case): integer modulo, same answer
-                        redraw[i] = counter[r] % period_int == 0
-                    else:  # counter % 0.0 is NaN in NumPy: never equal to 0
-                        redraw[i] = period != 0.0 and (counter[r] % period) == 0.0
+                    redraw[i] = _redraws(zero, counter[r], period, period_int)
                     if redraw[i]:
                         counter[r] = 0
                         m += layers[i + U1]

@@ -23,8 +23,8 @@ from palmc.engine.kernel import (
     FL_R_LP, FL_USE_ACT, FL_VARPHI, FL_W_LO, LP_A_P, LP_DECAY, LP_DT_ETA_BW, LP_DT_ETA_FW, LP_DT_ETA_IP,
     LP_DT_ETA_PI, LP_ETA_PI_ON, LP_SCALE, LP_TAU_P, MAT_FIELDS, PLAIN, RP_A_I, RP_C_DEN, RP_C_HID, RP_C_OUT,
     RP_GAPI, RP_GBAS, RP_GDEN, RP_GNI, RP_GNTGT, RP_HP, RP_INV_TAUXI, RP_LO, RP_PERIOD, RP_SQRT_DT_TAUXI,
-    RP_TAU_I, RP_TAU_OUT_NOTGT, U0, U1, U2, U3, VEC_FIELDS, _exp_fast, _exp_in_range, _heaviside0, _normals,
-    _Packed, _per_run_fields, _phi, _phi_prime, _shapes,
+    RP_TAU_I, RP_TAU_OUT_NOTGT, U0, U1, U2, U3, VEC_FIELDS, _exp_fast, _exp_in_range, _heaviside0, _next_presentation,
+    _normals, _Packed, _per_run_fields, _phi, _phi_prime, _redraws, _shapes,
 )
 from palmc.engine.state import State
 
@@ -110,11 +110,7 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
             last = j == n_steps - U1
             for l in range(LANES):
                 smp[l] = pattern if settle else np.uint64(order[run_of[g, l], pattern])
-            shown += U1
-            if shown == Tp:  # next pattern (counters, not a division per step)
-                shown, pattern = U0, pattern + U1
-                if pattern == n_patterns:  # settling may outlast an epoch: the sequence wraps
-                    pattern = U0
+            pattern, shown = _next_presentation(pattern, shown, Tp, n_patterns)
 
             # ---- step 1: lookahead u-breve = u_old + taur tau (u - u_old) / dt and rates phi(u-breve),
             # keeping the old rates; then the new input
@@ -341,12 +337,7 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                             if noise[g, i, a, l] != 0.0:
                                 zero = False
                                 break
-                        if zero or period_int == 1:
-                            redraw[i] = True
-                        elif period_int > 1:  # an integral period (the usual case): integer modulo, same answer
-                            redraw[i] = counter[g, l] % period_int == 0
-                        else:  # counter % 0.0 is NaN in NumPy: never equal to 0
-                            redraw[i] = period != 0.0 and (counter[g, l] % period) == 0.0
+                        redraw[i] = _redraws(zero, counter[g, l], period, period_int)
                         if redraw[i]:
                             counter[g, l] = 0
                             m += layers[i + U1]
