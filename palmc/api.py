@@ -5,16 +5,23 @@ from __future__ import annotations
 import json
 import os
 import socket
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
-from palmc.distributed import SCHEDULER_ENV, BatchFailure, batch_task, default_workers, read_progress_files, run_on_cluster
+from palmc.distributed import (SCHEDULER_ENV, BatchFailure, batch_task, cluster_client, default_workers,
+                               read_progress_files, run_on_cluster)
 from palmc.plan import BatchSpec, Plan, make_plan
 from palmc.runner import BatchResult
 from palmc.store.location import StoreLocation
-from palmc.store.writer import StoreError, _now, create_store, read_attrs, update_attrs, write_run_status
+from palmc.store.writer import (StoreError, _now, create_store, read_attrs, refuse_existing, update_attrs,
+                                write_run_status)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dask.distributed import Client
 
 
 def load_experiment(path: str | Path):
@@ -89,33 +96,13 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         engine = engine or stored.get("engine")
         seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
     plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
-    prepare_store(plan, store, overwrite, resume)
-    total = plan.total_run_steps
     use_cluster = bool(scheduler) or (n_workers > 1 and len(plan.batches) > 1)
-    results: list[BatchResult] = []
-    failures: list[BatchFailure] = []
-    try:
-        with _progress_bar(total, progress) as bar:
-            runs_done = 0
-
-            def on_batch_done(batch: BatchSpec) -> None:
-                nonlocal runs_done
-                runs_done += len(plan.runs(batch))
-                bar.set_postfix_str(f"runs {runs_done}/{plan.n_runs} done", refresh=True)
-
-            if use_cluster:
-                def on_dashboard(link: str) -> None:
-                    if progress:
-                        bar.write(f"Dask dashboard: {link}")
-                results, failures = run_on_cluster(plan, str(store), scheduler, n_workers, bar.update, on_dashboard,
-                                                   on_batch_done=on_batch_done)
-            else:
-                for batch in plan.batches:
-                    results.append(batch_task(str(store), plan, batch, report=bar.update))
-                    on_batch_done(batch)
-    except BaseException:
-        update_attrs(store, status="interrupted", ended=_now())
-        raise
+    if not (resume and store.exists()):
+        refuse_existing(store, overwrite)  # the common mistake fails before any cluster starts
+    with cluster_client(plan, scheduler, n_workers) if use_cluster else nullcontext() as client:
+        # a local cluster's workers load the kernel while the store is laid out
+        prepare_store(plan, store, overwrite, resume)
+        results, failures = _run(plan, store, client, progress)
     status, diverged_step = _run_outcomes(plan, results, failures)
     write_run_status(store, status, diverged_step)
     update_attrs(store, status="complete" if not failures else "failed",
@@ -124,6 +111,37 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     if problems:
         raise RunFailures(str(store), problems)
     return store.path if store.is_local else store.url
+
+
+def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bool,
+         ) -> tuple[list[BatchResult], list[BatchFailure]]:
+    """Run every batch, on the cluster of ``client`` or one after the other in this process, with a progress bar
+    (the store is marked interrupted if this is stopped)."""
+    results: list[BatchResult] = []
+    failures: list[BatchFailure] = []
+    try:
+        with _progress_bar(plan.total_run_steps, progress) as bar:
+            runs_done = 0
+
+            def on_batch_done(batch: BatchSpec) -> None:
+                nonlocal runs_done
+                runs_done += len(plan.runs(batch))
+                bar.set_postfix_str(f"runs {runs_done}/{plan.n_runs} done", refresh=True)
+
+            if client is not None:
+                def on_dashboard(link: str) -> None:
+                    if progress:
+                        bar.write(f"Dask dashboard: {link}")
+                results, failures = run_on_cluster(client, plan, str(store), bar.update, on_dashboard,
+                                                   on_batch_done=on_batch_done)
+            else:
+                for batch in plan.batches:
+                    results.append(batch_task(str(store), plan, batch, report=bar.update))
+                    on_batch_done(batch)
+    except BaseException:
+        update_attrs(store, status="interrupted", ended=_now())
+        raise
+    return results, failures
 
 
 def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFailure]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,10 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
 from palmc.runner import BatchResult, run_batch
@@ -71,7 +72,7 @@ def local_processes() -> bool:
     Processes share nothing. Threads share the GIL, which each batch needs between kernel calls (records, writes,
     bookkeeping): on Fig. 4's 1-1-1 networks, where those parts are large next to the kernel's, two thread workers
     took 59-61 s for what two processes did in 43-45 s and one worker in 61 s. Forked processes (Linux) start in a
-    fraction of a second with the kernel already loaded, so threads keep no advantage.
+    fraction of a second, so threads keep no advantage.
     ``PALMC_LOCAL_PROCESSES=0`` (or 1) overrides the choice.
     """
     forced = os.environ.get(LOCAL_PROCESSES_ENV)
@@ -82,110 +83,158 @@ def local_processes() -> bool:
 
 def _start_method() -> str | None:
     """How local worker processes start: forked from this process where that is safe (Linux), so that they
-    inherit its imports and the loaded kernel; else Dask's default (spawn: each worker imports everything)."""
+    inherit its imports; else Dask's default (spawn: each worker imports everything)."""
     return "fork" if sys.platform.startswith("linux") else None
 
 
 def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
     """A LocalCluster for ``plan``: one single-threaded worker per core (or ``workers``).
 
-    The scheduler's HTTP server (so the dashboard address) starts at once; its bokeh pages, ~0.6 s of imports,
-    are connected once the tasks run (``_connect_dashboard``), not before the first task starts.
+    The scheduler's HTTP server (so the dashboard address) starts at once; its bokeh pages, ~1 s of imports, are
+    connected on the first visit (``_serve_dashboard_on_first_visit``). Worker processes load the compiled
+    kernel as they start (``palmc.worker_preload``), each on its own core, while this process goes on (e.g.
+    lays out the store); thread workers share this process's, loaded here.
     """
     import dask
     from dask.distributed import LocalCluster
 
     processes = local_processes()
-    method = _start_method() if processes else None
-    if method == "fork" and plan.engine == "compiled":  # (the rest a task needs is imported already)
+    if not processes and plan.engine == "compiled":
         from palmc.engine import kernel
 
         kernel.load()
     # Workers here run one long compute task each: their event loops need not wake every few milliseconds (loop
-    # latency ticks, memory and system monitors, the profiler's stack samples), which costs the batch CPU and GIL
+    # latency ticks, memory and system monitors), which costs the batch CPU and GIL; the statistical profiler
+    # would only find the tasks inside one compiled call
     config = {
         "distributed.admin.tick.interval": "1s",
         "distributed.admin.system-monitor.interval": "2s",
         "distributed.worker.memory.monitor-interval": "1s",
-        "distributed.worker.profile.interval": "100ms",
+        "distributed.worker.profile.enabled": False,
     }
+    method = _start_method() if processes else None
     if method:
         config["distributed.worker.multiprocessing-method"] = method
+    preload = ["palmc.worker_preload"] if processes and plan.engine == "compiled" else []
     with dask.config.set(config):
         return LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=processes,
-                            dashboard_address=":0", scheduler_kwargs={"dashboard": False})
+                            dashboard_address=":0", scheduler_kwargs={"dashboard": False}, preload=preload)
 
 
-def _connect_dashboard(client: "Client") -> None:
-    """Add the bokeh dashboard pages to the running scheduler of a LocalCluster started without them.
-
-    The import runs here, in the client's thread, while the workers compute (the kernel does not hold the GIL);
-    only the connection itself runs on the scheduler's event loop, as the scheduler does at start-up.
-    """
-    try:
-        import distributed.dashboard.scheduler  # noqa: F401 - the slow part
-    except ImportError:  # no bokeh: the address still answers, without the dashboard pages
-        return
-
-    def connect(dask_scheduler: object) -> None:
-        from distributed.dashboard.scheduler import connect as connect_pages
-
-        connect_pages(dask_scheduler.http_application, dask_scheduler.http_server, dask_scheduler, prefix="/")
-
-    client.run_on_scheduler(connect)
-
-
-def run_on_cluster(plan: Plan, store: str, scheduler: str | None, workers: int | None,
-                   on_progress: Callable[[int], None], on_dashboard: Callable[[str], None],
-                   retries: int = 2, on_batch_done: Callable[[BatchSpec], None] | None = None,
-                   ) -> tuple[list[BatchResult], list[BatchFailure]]:
-    """Run every batch of ``plan`` on a cluster; returns the results and the batches that failed for good."""
-    from dask.distributed import Client, wait
+@contextmanager
+def cluster_client(plan: Plan, scheduler: str | None = None, workers: int | None = None) -> Iterator["Client"]:
+    """A client of the cluster at ``scheduler`` (or ``$PALMC_SCHEDULER``), else of a new LocalCluster closed on exit."""
+    from dask.distributed import Client
 
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
-    cluster = None
     if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = start_local_cluster(plan, workers)
-        client = Client(cluster)
+        with Client(scheduler) as client:
+            yield client
+        return
+    cluster = start_local_cluster(plan, workers)
+    try:
+        with Client(cluster) as client:
+            _serve_dashboard_on_first_visit(client)
+            yield client
+    finally:
+        cluster.close()
+
+
+def _serve_dashboard_on_first_visit(client: "Client") -> None:
+    """Let the scheduler of a LocalCluster started without dashboard pages add them when someone first asks.
+
+    Importing bokeh and building the pages costs ~1 s of CPU, which would be taken from the workers on a machine
+    with one worker per core (and ~1 s of wall time on a short run) though most runs are never watched. The
+    scheduler's HTTP server answers at once; its first page request imports the pages (in a thread, so the
+    scheduler keeps serving), connects them as the scheduler does at start-up, and redirects to the page asked for.
+    """
+
+    def install(dask_scheduler: object) -> None:
+        dask_scheduler.http_application.add_application(_dashboard_on_first_visit(dask_scheduler))
+
+    client.run_on_scheduler(install)
+
+
+def _dashboard_on_first_visit(scheduler: object) -> object:
+    """A tornado application answering every path until the dashboard pages are connected (then it steps aside)."""
+    import asyncio
+
+    from tornado import web
+
+    lock = asyncio.Lock()
+    why_not: list[str] = []  # why the pages could not be connected (no bokeh)
+
+    class ConnectPages(web.RequestHandler):
+        async def get(self) -> None:
+            routing = scheduler.http_application
+            async with lock:  # the first request connects, requests that arrive meanwhile wait for it
+                if app in routing.applications and not why_not:
+                    error = await asyncio.get_running_loop().run_in_executor(None, _import_dashboard_pages)
+                    if error is None:
+                        from distributed.dashboard.scheduler import connect
+
+                        routing.applications.remove(app)
+                        connect(routing, scheduler.http_server, scheduler, prefix="/")
+                    else:
+                        why_not.append(error)  # stay, to tell every visitor
+            if why_not:
+                self.set_status(404)
+                self.finish(f"The Dask dashboard needs bokeh: {why_not[0]}")
+            else:
+                self.redirect(self.request.uri)
+
+    app = web.Application([(r"/.*", ConnectPages)])
+    return app
+
+
+def _import_dashboard_pages() -> str | None:
+    """Import the scheduler's bokeh pages; returns why not when they cannot be (e.g. no bokeh)."""
+    try:
+        import distributed.dashboard.scheduler  # noqa: F401 - the slow part
+    except ImportError as err:
+        return str(err)
+    return None
+
+
+def run_on_cluster(client: "Client", plan: Plan, store: str, on_progress: Callable[[int], None],
+                   on_dashboard: Callable[[str], None], retries: int = 2,
+                   on_batch_done: Callable[[BatchSpec], None] | None = None,
+                   ) -> tuple[list[BatchResult], list[BatchFailure]]:
+    """Run every batch of ``plan`` on the cluster of ``client``; returns the results and the batches that failed
+    for good."""
+    from dask.distributed import wait
+
     results: list[BatchResult] = []
     failures: list[BatchFailure] = []
-    try:
-        futures = {client.submit(batch_task, store, plan, b, retries=retries, pure=False, key=f"palmc-{plan.name}-{b.label()}-{time.time_ns()}"): b
-                   for b in plan.batches}
-        if cluster is not None:
-            _connect_dashboard(client)
-        if client.dashboard_link:
-            on_dashboard(client.dashboard_link)
-        reported = 0
+    futures = {client.submit(batch_task, store, plan, b, retries=retries, pure=False,
+                             key=f"palmc-{plan.name}-{b.label()}-{time.time_ns()}"): b
+               for b in plan.batches}
+    if client.dashboard_link:
+        on_dashboard(client.dashboard_link)
+    reported = 0
 
-        def report_progress() -> None:
-            nonlocal reported
-            now = read_progress_files(store)
-            if now > reported:
-                on_progress(now - reported)
-                reported = now
+    def report_progress() -> None:
+        nonlocal reported
+        now = read_progress_files(store)
+        if now > reported:
+            on_progress(now - reported)
+            reported = now
 
-        pending = set(futures)
-        while pending:
-            try:  # wakes as soon as a task ends, else every 0.2 s for the progress display
-                done = wait(list(pending), timeout=0.2, return_when="FIRST_COMPLETED").done
-            except TimeoutError:
-                done = set()
-            report_progress()  # read after collecting: finished tasks' last progress files are complete
-            for future in done:
-                pending.discard(future)
-                batch = futures[future]
-                try:
-                    results.append(future.result())
-                except Exception as err:  # noqa: BLE001 - any task error is reported per batch
-                    failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
-                if on_batch_done is not None:
-                    on_batch_done(batch)
-        report_progress()
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    pending = set(futures)
+    while pending:
+        try:  # wakes as soon as a task ends, else twice a second for the progress display
+            done = wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            done = set()
+        report_progress()  # read after collecting: finished tasks' last progress files are complete
+        for future in done:
+            pending.discard(future)
+            batch = futures[future]
+            try:
+                results.append(future.result())
+            except Exception as err:  # noqa: BLE001 - any task error is reported per batch
+                failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
+            if on_batch_done is not None:
+                on_batch_done(batch)
+    report_progress()
     return results, failures

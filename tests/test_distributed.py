@@ -74,7 +74,7 @@ def test_local_cluster_serves_its_dashboard(experiment: Path, single: Path, tmp_
     from urllib.request import urlopen
 
     from palmc.api import prepare_store
-    from palmc.distributed import run_on_cluster
+    from palmc.distributed import cluster_client, run_on_cluster
     from palmc.plan import make_plan
     from palmc.schema import load_experiment
     from palmc.store.location import StoreLocation
@@ -90,9 +90,59 @@ def test_local_cluster_serves_its_dashboard(experiment: Path, single: Path, tmp_
             with urlopen(link.replace("/status", f"/{page}"), timeout=30) as response:
                 pages[page] = response.read().decode()
 
-    results, failures = run_on_cluster(plan, str(store), None, 2, lambda n: None, on_dashboard)
+    with cluster_client(plan, workers=2) as client:
+        results, failures = run_on_cluster(client, plan, str(store), lambda n: None, on_dashboard)
     assert not failures and len(results) == len(plan.batches)
     assert "bokeh" in pages["status"].lower() and "bokeh" in pages["individual-task-stream"].lower()
+
+
+def test_worker_preload_loads_the_kernel_in_the_background() -> None:
+    """``dask worker --preload palmc.worker_preload`` (and palmc's local workers): the worker's start is not held
+    up, and the kernel is loaded once the thread is done (checked in a fresh process, where nothing loaded it)."""
+    code = (
+        "import threading\n"
+        "from palmc import worker_preload\n"
+        "from palmc.engine import kernel, kernel_lanes\n"
+        "assert not kernel._advance_segment.signatures\n"
+        "worker_preload.dask_setup(None)\n"
+        "(loader,) = [t for t in threading.enumerate() if t.name == 'palmc-load-kernel']\n"
+        "assert loader.daemon\n"
+        "loader.join()\n"
+        "print(len(kernel._advance_segment.signatures), len(kernel_lanes.advance_segment.signatures))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=600)
+    assert out.stdout.split() == ["1", "1"]
+
+
+def test_dashboard_without_bokeh_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the dashboard pages cannot be imported, the first visit gets a 404 saying why (and so do later ones)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from distributed.http.routing import RoutingApplication
+    from tornado.httpclient import AsyncHTTPClient
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    import palmc.distributed
+
+    monkeypatch.setattr(palmc.distributed, "_import_dashboard_pages", lambda: "No module named 'bokeh'")
+
+    async def visit_twice() -> list[tuple[int, str]]:
+        scheduler = SimpleNamespace(http_application=RoutingApplication([]))
+        scheduler.http_application.add_application(palmc.distributed._dashboard_on_first_visit(scheduler))
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(scheduler.http_application)
+        server.add_sockets(sockets)
+        url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/status"
+        try:
+            answers = [await AsyncHTTPClient().fetch(url, raise_error=False) for _ in range(2)]
+        finally:
+            server.stop()
+        return [(a.code, a.body.decode()) for a in answers]
+
+    first, second = asyncio.run(visit_twice())
+    assert first == second == (404, "The Dask dashboard needs bokeh: No module named 'bokeh'")
 
 
 class ExternalCluster:
@@ -109,8 +159,8 @@ class ExternalCluster:
         while not self.scheduler_file.exists() and time.time() < deadline:
             time.sleep(0.1)
         self.address = json.loads(self.scheduler_file.read_text())["address"]
-        for _ in range(2):
-            self.procs.append(subprocess.Popen([dask, "worker", self.address, "--nthreads", "1", "--no-nanny"],
+        for preload in (["--preload", "palmc.worker_preload"], []):  # as the README suggests, and without
+            self.procs.append(subprocess.Popen([dask, "worker", self.address, "--nthreads", "1", "--no-nanny", *preload],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
         from dask.distributed import Client
 

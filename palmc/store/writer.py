@@ -194,8 +194,7 @@ def create_store(plan: Plan, path: "str | Path | StoreLocation", overwrite: bool
     in, so a failure leaves the old one untouched; a URL's old store is removed first (object stores cannot swap).
     """
     location = StoreLocation(path)
-    if location.exists() and not overwrite:
-        raise StoreError(f"{location} already exists; pass --overwrite to replace it or --resume to continue it")
+    refuse_existing(location, overwrite)
     try:
         if location.is_local:
             _create_local(plan, location.path)
@@ -205,6 +204,12 @@ def create_store(plan: Plan, path: "str | Path | StoreLocation", overwrite: bool
             _write_template(plan, location.url)
     except OSError as err:
         raise StoreError(f"cannot write the store {location}: {err.strerror or err}") from err
+
+
+def refuse_existing(location: StoreLocation, overwrite: bool) -> None:
+    """Raise :class:`StoreError` if a store is already at ``location`` and may not be replaced."""
+    if location.exists() and not overwrite:
+        raise StoreError(f"{location} already exists; pass --overwrite to replace it or --resume to continue it")
 
 
 def _write_template(plan: Plan, target: str) -> None:
