@@ -303,7 +303,7 @@ def test_exp_matches_libm() -> None:
 
 
 def test_load_makes_the_kernel_ready(layout: str) -> None:
-    """``kernel.load`` (called before forking local workers) leaves both kernels compiled for the batches' types."""
+    """``kernel.load`` (called as local workers start) leaves both kernels compiled for the batches' types."""
     seconds = kernel.load()
     segment = kernel._advance_segment if layout == "neurons" else kernel_lanes.advance_segment
     assert seconds >= 0.0 and segment.signatures

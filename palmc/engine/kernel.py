@@ -949,8 +949,8 @@ def _compiling() -> Iterator[None]:
 def load() -> float:
     """Load both kernels into this process (from numba's on-disk cache, or compile them once); returns the seconds.
 
-    Worth calling before forking worker processes: they start with numba set up and the kernel ready (~1 s each
-    otherwise, spent holding the GIL).
+    Local worker processes call it as they start (``palmc.worker_preload``), and a thread worker's process before
+    it starts: otherwise the first batch of each process would spend this time (~1 s) holding the GIL.
     """
     from palmc.engine.params import ModelParams, Protocol, RunSpec
     from palmc.engine.tasks import Simulation

@@ -581,6 +581,7 @@ class Lanes:
         self.real = np.array(real, dtype=np.int64).reshape(self.n_blocks, _LANES)
         self.lane_of_run = np.empty(len(fl), dtype=np.int64)  # flat lane index g * LANES + l of each run
         self.lane_of_run[self.run_of.ravel()[self.real.ravel() == 1]] = np.flatnonzero(self.real.ravel())
+        self.block_of_run, self.lane_in_block = np.divmod(self.lane_of_run, _LANES)
 
     def pack(self, per_run: np.ndarray) -> np.ndarray:
         """(R, ...) -> (blocks, ..., LANES), C-contiguous."""
@@ -588,9 +589,9 @@ class Lanes:
         return np.ascontiguousarray(np.moveaxis(lanes, 1, -1))
 
     def unpack(self, packed: np.ndarray) -> np.ndarray:
-        """(blocks, ..., LANES) -> (R, ...): a fresh array of the real lanes, in run order."""
-        flat = np.moveaxis(packed, -1, 1).reshape((-1,) + packed.shape[1:-1])
-        return flat[self.lane_of_run]
+        """(blocks, ..., LANES) -> (R, ...): a fresh array of the real lanes, in run order (one gather: indices
+        on the first and last axes, split by slices, put the run axis first)."""
+        return packed[self.block_of_run, ..., self.lane_in_block]
 
 
 class Packed(_Packed):
