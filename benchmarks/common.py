@@ -35,10 +35,11 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, {bench!r})
     from common import fig3abc
     import palmc
+    simulate = palmc.simulate  # (imports the API, as the palmc command does before it starts)
     options = json.loads(sys.argv[1])
     exp = fig3abc(**options.pop("experiment"))
     start = time.perf_counter()
-    palmc.simulate(exp, sys.argv[2], overwrite=True, progress=False, **options)
+    simulate(exp, sys.argv[2], overwrite=True, progress=False, **options)
     wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({{"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "max_rss_mib": usage.ru_maxrss / 1024}}))
