@@ -94,7 +94,7 @@ def layout(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def check(build: Any, layout: str, splits: tuple[int, ...] | None = None) -> None:
+def check(build: Any, layout: str, splits: tuple[int, ...] | None = None, specialise: bool | None = None) -> None:
     """Run ``build()`` with both engines over the whole protocol and compare everything."""
     ref, one, three = build(), build(), build()
     assert kernel.supports(one)
@@ -102,10 +102,10 @@ def check(build: Any, layout: str, splits: tuple[int, ...] | None = None) -> Non
     rec1, rec3 = recorder(one, 1), recorder(three, 3)
     total = ref.protocol.total_steps
     ref.advance(total, on_step=lambda s: (rec_ref1(s), rec_ref3(s)))
-    kernel.advance(one, total, rec1, layout=layout)
+    kernel.advance(one, total, rec1, layout=layout, specialise=specialise)
     for n in splits or (total,):  # resume-like calls of any length
-        kernel.advance(three, n, rec3, layout=layout)
-    kernel.advance(three, total, rec3, layout=layout)  # past the end: a no-op
+        kernel.advance(three, n, rec3, layout=layout, specialise=specialise)
+    kernel.advance(three, total, rec3, layout=layout, specialise=specialise)  # past the end: a no-op
     assert_same(ref, one, "every=1")
     assert_same(ref, three, "every=3")
     assert_same_records(rec_ref1, rec1)
@@ -190,6 +190,52 @@ def test_one_hidden_layer_networks(layout: str) -> None:
     """The 1-1-1 networks of the fw_bw paper figure, all three models in one batch."""
     params = [make_params(m, (1, 1, 1), activations=("logistic", "logistic")) for m in ("BP", "FA", "PAL")]
     check(lambda: make_sim(params, task="fw_bw", seeds=(123, 456, 789), dataset_size=5, Tp=7, settling=12), layout)
+
+
+# The lanes kernel compiled for one network (what long batches of small networks use) is the generic kernel's
+# code with the network as constants: each network costs a compilation (~40 s), so two networks stand for all.
+# Between them they cover one and several hidden layers, every model, both tasks, each activation's code path
+# and the options that take other paths; the golden 1-1-1 cases run through it too (test_golden.py).
+SPECIALISED_1_1_1 = [make_params("BP", (1, 1, 1), activations=("logistic",) * 2, eta_PI=(0.5,)),
+                     make_params("FA", (1, 1, 1), activations=("logistic",) * 2, copy_teacher_voltages=True),
+                     make_params("PAL", (1, 1, 1), activations=("logistic",) * 2, noise_mode="uP", dtxi=0.02),
+                     make_params("PAL", (1, 1, 1), activations=("logistic",) * 2, dWPP_r_low_pass=True,
+                                 dWPP_post_low_pass=True, inter_low_pass=True),
+                     make_params("PAL", (1, 1, 1), activations=("logistic",) * 2, varphi_regularizer=True,
+                                 gate_regularizer=True, noise_type="hold_white_noise", dtxi=0.03),
+                     make_params("PAL", (1, 1, 1), activations=("logistic",) * 2,  # exp beyond |x| > 512: libm
+                                 init_WPP_range=(-300.0, 300.0), init_BPP_range=(-300.0, 300.0))]
+SPECIALISED_DEEP = [make_params(model, FW_LAYERS, activations=("tanh", "relu", "logistic"), **changes)
+                    for model, changes in [("BP", dict(eta_PI=(0.5, 0.0))), ("FA", {}),
+                                           ("PAL", dict(noise_mode="vapi", dWPP_use_activation=False)),
+                                           ("PAL", dict(varphi_regularizer=True, eta_IP=(0.0, 0.8)))]]
+
+
+@pytest.mark.parametrize("task", ["bw_only", "fw_bw"])
+@pytest.mark.parametrize("network", ["1-1-1", "2-4-3-2"])
+def test_specialised_lanes_kernel(network: str, task: str) -> None:
+    params = SPECIALISED_1_1_1 if network == "1-1-1" else SPECIALISED_DEEP
+    seeds = tuple(range(31, 31 + len(params)))
+    check(lambda: make_sim(params, task=task, seeds=seeds, dataset_size=4, Tp=7, settling=12), "lanes",
+          splits=(5, 1, 24, 30), specialise=True)
+
+
+def test_long_batches_of_small_networks_get_a_specialised_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``segment_for`` specialises when the batch is long enough to repay a compilation, or when this process
+    has the kernel already; it compiles nothing itself (the first call does)."""
+    monkeypatch.setattr(kernel_lanes, "_specialised", {})
+    sim = make_sim(make_params("PAL", (1, 1, 1), activations=("logistic",) * 2))
+    *_, layers, acts = kernel._tables(sim)
+    run_steps = len(sim.runs) * sim.protocol.total_steps
+    assert kernel_lanes.segment_for(sim, layers, acts) is kernel_lanes.advance_segment  # short: generic
+    assert kernel_lanes.segment_for(sim, layers, acts, specialise=False) is kernel_lanes.advance_segment
+    monkeypatch.setattr(kernel_lanes, "SPECIALISE_MIN_RUN_STEPS", run_steps)
+    fixed = kernel_lanes.segment_for(sim, layers, acts)
+    assert fixed is not kernel_lanes.advance_segment and fixed.py_func.__name__ == "advance_segment_1x1x1_act0_0"
+    monkeypatch.setattr(kernel_lanes, "SPECIALISE_MIN_RUN_STEPS", run_steps + 1)
+    assert kernel_lanes.segment_for(sim, layers, acts) is fixed  # this process has it: kept
+    other = make_sim(make_params("PAL", FW_LAYERS), task="fw_bw")
+    assert kernel_lanes.segment_for(other, *kernel._tables(other)[3:]) is kernel_lanes.advance_segment
 
 
 def test_wide_odd_layers_and_many_draws(layout: str) -> None:

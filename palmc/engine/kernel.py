@@ -33,7 +33,8 @@ padding. The transposed layout makes both the mat-vecs and the outer-product upd
 postsynaptic indices, in blocks of four that the compiler turns into AVX2 operations (see "Speed notes").
 
 Networks whose layers are all narrower than a block (the 1-1-1 networks of the fw_bw figure) are advanced by
-kernel_lanes.py instead, which vectorises over runs; ``layout_for`` chooses, ``advance`` drives either.
+kernel_lanes.py instead, which vectorises over runs (and compiles itself for the network when a batch is long);
+``layout_for`` chooses, ``advance`` drives either.
 """
 
 from __future__ import annotations
@@ -1189,11 +1190,13 @@ def _segment_end(sim: "Simulation", k: int, end: int, every: int | None) -> int:
 
 
 def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = None,
-            layout: str | None = None) -> None:
+            layout: str | None = None, specialise: bool | None = None) -> None:
     """Exactly ``sim.advance(n_steps, on_step=recorder)``, with the steps run by the compiled kernel.
 
     ``layout`` picks the kernel: ``"neurons"`` (this module's), ``"lanes"`` (kernel_lanes.py) or None, the one
-    ``layout_for`` finds faster for the network.
+    ``layout_for`` finds faster for the network. ``specialise`` (lanes only): use the lanes kernel compiled for
+    this network (True), the generic one (False), or let the batch's size decide (None,
+    ``kernel_lanes.segment_for``); all give the same bits.
 
     Same final state, generators, presentation order, current input/target and recorder contents; the recorder
     is called at its record steps only (``step % recorder.every == 0``), which is the only time it records.
@@ -1210,7 +1213,7 @@ def advance(sim: "Simulation", n_steps: int, recorder: "ChunkRecorder | None" = 
         lanes = kernel_lanes.Lanes(fl)
         packed: "_Packed | kernel_lanes.Packed" = kernel_lanes.Packed(sim, lanes)
         rp, lp, fl = lanes.pack(rp), lanes.pack(lp), lanes.pack(fl)
-        segment, lane_args = kernel_lanes.advance_segment, (lanes.run_of, lanes.real)
+        segment, lane_args = kernel_lanes.segment_for(sim, layers, acts, specialise), (lanes.run_of, lanes.real)
     elif layout in (None, "neurons"):
         packed, segment, lane_args = _Packed(sim), _advance_segment, ()
     else:
