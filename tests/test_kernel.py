@@ -194,7 +194,7 @@ def test_one_hidden_layer_networks(layout: str) -> None:
 
 # The lanes kernel compiled for one network (what long batches of small networks use) is the generic kernel's
 # code with the network as constants: each network costs a compilation (~40 s), so two networks stand for all.
-# Between them they cover one and several hidden layers, every model, both tasks, each activation's code path
+# Between them they cover one and several hidden layers, every model, both tasks, three activations' code paths
 # and the options that take other paths; the golden 1-1-1 cases run through it too (test_golden.py).
 SPECIALISED_1_1_1 = [make_params("BP", (1, 1, 1), activations=("logistic",) * 2, eta_PI=(0.5,)),
                      make_params("FA", (1, 1, 1), activations=("logistic",) * 2, copy_teacher_voltages=True),
@@ -203,7 +203,7 @@ SPECIALISED_1_1_1 = [make_params("BP", (1, 1, 1), activations=("logistic",) * 2,
                                  dWPP_post_low_pass=True, inter_low_pass=True),
                      make_params("PAL", (1, 1, 1), activations=("logistic",) * 2, varphi_regularizer=True,
                                  gate_regularizer=True, noise_type="hold_white_noise", dtxi=0.03),
-                     make_params("PAL", (1, 1, 1), activations=("logistic",) * 2,  # exp beyond |x| > 512: libm
+                     make_params("PAL", (1, 1, 1), activations=("logistic",) * 2,  # large weights: saturated rates
                                  init_WPP_range=(-300.0, 300.0), init_BPP_range=(-300.0, 300.0))]
 SPECIALISED_DEEP = [make_params(model, FW_LAYERS, activations=("tanh", "relu", "logistic"), **changes)
                     for model, changes in [("BP", dict(eta_PI=(0.5, 0.0))), ("FA", {}),
