@@ -11,7 +11,7 @@ numbers to the last bit apart from the summation order of the mat-vecs. The gene
 noise is drawn run by run in scalar code.
 
 Long batches run a copy of this kernel compiled for their network (``segment_for``): with the layer sizes and
-activations as constants, the many one-neuron loops of a 1-1-1 network disappear (2.5-3.8x faster, same bits).
+activations as constants, the many one-neuron loops of a 1-1-1 network disappear (2.4-3.8x faster, same bits).
 """
 
 from __future__ import annotations
