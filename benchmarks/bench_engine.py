@@ -111,18 +111,18 @@ def main() -> None:
         ("1-1-1 PAL", lambda: fig4ab("PAL")),
     ]
     for name, build in cases:
-        sims = []
-        for _ in range(4):
-            sim = build()
-            kernel.advance(sim, sim.protocol.settling_steps + 50, None)  # into training, quickly
-            sims.append(sim)
-        chosen = kernel.layout_for(sims[0])
+        chosen = kernel.layout_for(build())
         other = "lanes" if chosen == "neurons" else "neurons"
         variants: dict[str, Callable[[Simulation, int, ChunkRecorder], None]] = {
             "numpy": numpy_advance, "compiled": kernel.advance,
             "other": functools.partial(kernel.advance, layout=other, specialise=False)}
         if chosen == "lanes":
             variants["generic"] = functools.partial(kernel.advance, layout="lanes", specialise=False)
+        sims = []
+        for _ in variants:  # one simulation per variant
+            sim = build()
+            kernel.advance(sim, sim.protocol.settling_steps + 50, None)  # into training, quickly
+            sims.append(sim)
         times: dict[str, list[float]] = {key: [] for key in variants}
         for _ in range(args.chunks):  # alternate, so that all variants see the same machine load
             for sim, (key, advance) in zip(sims, variants.items()):

@@ -614,7 +614,10 @@ def _specialise(layers: tuple[int, ...], acts: tuple[int, ...]) -> Callable[...,
 
 def _renamed(function: FunctionType, namespace: dict[str, object], name: str) -> FunctionType:
     """``function``'s code under another name, resolving its globals in ``namespace``."""
-    code = function.__code__.replace(co_name=name, co_qualname=name)
+    names = {"co_name": name}
+    if hasattr(function.__code__, "co_qualname"):  # code objects have one from Python 3.11 on
+        names["co_qualname"] = name
+    code = function.__code__.replace(**names)
     copy = FunctionType(code, namespace, name, function.__defaults__)
     copy.__qualname__, copy.__module__, copy.__doc__ = name, function.__module__, function.__doc__
     return copy
