@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
-from palmc.runner import BatchResult, run_batch
+from palmc.runner import BatchResult, load_kernel, run_batch
 from palmc.store.location import StoreLocation
 from palmc.store.writer import CHECKPOINT_DIR
 
@@ -83,7 +83,7 @@ def local_processes() -> bool:
 
 def _start_method() -> str | None:
     """How local worker processes start: forked from this process where that is safe (Linux), so that they
-    inherit its imports; else Dask's default (spawn: each worker imports everything)."""
+    inherit its imports and its loaded kernel; else Dask's default (spawn: each worker imports everything)."""
     return "fork" if sys.platform.startswith("linux") else None
 
 
@@ -91,18 +91,19 @@ def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
     """A LocalCluster for ``plan``: one single-threaded worker per core (or ``workers``).
 
     The scheduler's HTTP server (so the dashboard address) starts at once; its bokeh pages, ~1 s of imports, are
-    connected on the first visit (``_serve_dashboard_on_first_visit``). Worker processes load the compiled
-    kernel as they start (``palmc.worker_preload``), each on its own core, while this process goes on (e.g.
-    lays out the store); thread workers share this process's, loaded here.
+    connected on the first visit (``_serve_dashboard_on_first_visit``). The compiled kernel is loaded here, once,
+    when the workers share this process (threads) or are forked from it: each forked worker loading its own took
+    ~0.8 s of CPU (numba's start-up, copy-on-write faults), and the first tasks waited for both. Workers that
+    start afresh (spawned, where fork is not used) load it as they start (``palmc.worker_preload``).
     """
     import dask
     from dask.distributed import LocalCluster
 
     processes = local_processes()
-    if not processes and plan.engine == "compiled":
-        from palmc.engine import kernel
-
-        kernel.load()
+    method = _start_method() if processes else None
+    inherit = not processes or method == "fork"
+    if inherit:
+        load_kernel(plan)
     # Workers here run one long compute task each: their event loops need not wake every few milliseconds (loop
     # latency ticks, memory and system monitors), which costs the batch CPU and GIL; the statistical profiler
     # would only find the tasks inside one compiled call
@@ -112,10 +113,9 @@ def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
         "distributed.worker.memory.monitor-interval": "1s",
         "distributed.worker.profile.enabled": False,
     }
-    method = _start_method() if processes else None
     if method:
         config["distributed.worker.multiprocessing-method"] = method
-    preload = ["palmc.worker_preload"] if processes and plan.engine == "compiled" else []
+    preload = ["palmc.worker_preload"] if not inherit and plan.engine == "compiled" else []
     with dask.config.set(config):
         return LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=processes,
                             dashboard_address=":0", scheduler_kwargs={"dashboard": False}, preload=preload)

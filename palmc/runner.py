@@ -6,6 +6,7 @@ plan and the batch, so it can run in any process that can reach the store.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,30 @@ def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str)
             kernel.advance(sim, n_steps, recorder)
             return
     sim.advance(n_steps, on_step=recorder)
+
+
+def kernel_layouts(plan: Plan) -> set[str]:
+    """The compiled kernel layouts (``kernel.layout_for``) that the batches of ``plan`` will use."""
+    from palmc.engine import kernel
+
+    return {kernel.layout_for_layers(params.layers) for variant in plan.variants
+            for params in variant.model_params.values()}
+
+
+def kernel_loaded(plan: Plan) -> bool:
+    """Whether nothing is left to load for ``plan`` in this process (always so with the NumPy engine)."""
+    if plan.engine != "compiled":
+        return True
+    kernel = sys.modules.get("palmc.engine.kernel")  # not imported (numba neither, ~0.3 s): not loaded
+    return kernel is not None and kernel.loaded(kernel_layouts(plan))
+
+
+def load_kernel(plan: Plan) -> None:
+    """Load the compiled kernel that the batches of ``plan`` will use into this process (see ``kernel.load``)."""
+    if not kernel_loaded(plan):
+        from palmc.engine import kernel
+
+        kernel.load(kernel_layouts(plan))
 
 
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,

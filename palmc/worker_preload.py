@@ -1,8 +1,9 @@
 """Dask preload module for palmc's workers: load the compiled kernel as soon as a worker starts.
 
-Loading it from numba's cache takes ~1 s per process. palmc's local workers run this (``start_local_cluster``),
-so that the load overlaps the worker's registration and the store's layout instead of delaying the first task;
-workers of an existing cluster can do the same with ``dask worker --preload palmc.worker_preload``.
+Loading it from numba's cache takes ~1 s per process. Workers of an existing cluster run this with
+``dask worker --preload palmc.worker_preload``, so that the load overlaps the worker's registration instead of
+delaying its first task; so do palmc's local workers where they are spawned rather than forked
+(``start_local_cluster``; forked ones inherit the kernel palmc loaded).
 """
 
 from __future__ import annotations

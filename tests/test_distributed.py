@@ -97,7 +97,7 @@ def test_local_cluster_serves_its_dashboard(experiment: Path, single: Path, tmp_
 
 
 def test_worker_preload_loads_the_kernel_in_the_background() -> None:
-    """``dask worker --preload palmc.worker_preload`` (and palmc's local workers): the worker's start is not held
+    """``dask worker --preload palmc.worker_preload`` (and spawned local workers): the worker's start is not held
     up, and the kernel is loaded once the thread is done (checked in a fresh process, where nothing loaded it)."""
     code = (
         "import threading\n"
@@ -226,3 +226,34 @@ def test_diverging_runs_are_marked_and_the_rest_complete(tmp_path: Path) -> None
     wpp = ds["WPP"].sel(model="unstable", seed=11, layer=1, neuron=0, pre=0)
     assert np.isfinite(wpp.sel(time=wpp["step"] < step)).all()
     assert np.isfinite(ds["WPP"].sel(model="FA")).sum() > 0
+
+
+def test_store_laid_out_aside_reports_its_errors_and_this_process(experiment: Path, tmp_path: Path) -> None:
+    """With a cluster to start, the store is laid out in a forked process: its errors still reach the caller
+    (before any task runs), and the store names this process as the one running it."""
+    from palmc.store.writer import StoreError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot create the store"):
+        palmc.simulate(experiment, blocker / "x.zarr", workers=2, seeds_per_batch=1, progress=False)
+    assert blocker.read_text() == "not a directory"
+    store = palmc.simulate(experiment, tmp_path / "two.zarr", workers=2, seeds_per_batch=1, progress=False)
+    attrs = palmc.open(store).attrs
+    assert attrs["pid"] == os.getpid() and attrs["status"] == "complete"
+
+
+def test_the_kernel_a_plan_needs(experiment: Path, tmp_path: Path) -> None:
+    """Only the kernel layouts a plan's networks use are loaded for it (in this process, before its batches)."""
+    from palmc.plan import make_plan
+    from palmc.runner import kernel_layouts, kernel_loaded, load_kernel
+    from palmc.schema import load_experiment
+
+    exp = load_experiment(experiment)
+    assert kernel_layouts(make_plan(exp, engine="compiled", workers=1)) == {"lanes"}  # layers of 4 at most
+    wide = load_experiment(write_experiment(tmp_path, layers=(3, 9, 2)))
+    plan = make_plan(wide, engine="compiled", workers=1)
+    assert kernel_layouts(plan) == {"neurons"}
+    load_kernel(plan)
+    assert kernel_loaded(plan)
+    assert kernel_loaded(make_plan(exp, engine="numpy", workers=1))  # nothing to load for NumPy

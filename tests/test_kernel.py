@@ -349,10 +349,10 @@ def test_exp_matches_libm() -> None:
 
 
 def test_load_makes_the_kernel_ready(layout: str) -> None:
-    """``kernel.load`` (called as local workers start) leaves both kernels compiled for the batches' types."""
-    seconds = kernel.load()
+    """``kernel.load`` (called before a run, or as workers start) leaves the kernel compiled for the batches' types."""
+    seconds = kernel.load([layout])
     segment = kernel._advance_segment if layout == "neurons" else kernel_lanes.advance_segment
-    assert seconds >= 0.0 and segment.signatures
+    assert seconds >= 0.0 and segment.signatures and kernel.loaded([layout])
     sim = make_sim(make_params("PAL"))
     before = len(segment.signatures)
     kernel.advance(sim, 3, layout=layout)

@@ -45,7 +45,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import fields
 from decimal import Decimal, localcontext
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numba
 import numpy as np
@@ -949,11 +949,16 @@ def _compiling() -> Iterator[None]:
                 numba.config.SLP_VECTORIZE = _slp_users[1]
 
 
-def load() -> float:
-    """Load both kernels into this process (from numba's on-disk cache, or compile them once); returns the seconds.
+LAYOUTS = ("neurons", "lanes")
 
-    Local worker processes call it as they start (``palmc.worker_preload``), and a thread worker's process before
-    it starts: otherwise the first batch of each process would spend this time (~1 s) holding the GIL.
+
+def load(layouts: Iterable[str] = LAYOUTS) -> float:
+    """Load the kernels of ``layouts`` into this process (from numba's on-disk cache, or compile them once);
+    returns the seconds.
+
+    Before a run, so that its first batch does not spend this time (~0.6-1 s, mostly numba's own start-up)
+    holding the GIL: the in-process run and a local cluster whose workers share or inherit this process load it
+    here (``palmc.runner.load_kernel``), workers that start afresh as they start (``palmc.worker_preload``).
     """
     from palmc.engine.params import ModelParams, Protocol, RunSpec
     from palmc.engine.tasks import Simulation
@@ -962,9 +967,17 @@ def load() -> float:
     params = ModelParams(model="PAL", layers=(1, 1, 1), activations=("logistic",) * 2, eta_fw=(0.0,) * 2,
                          eta_bw=(0.0,), eta_IP=(0.0,), eta_PI=(0.0,), alpha=(0.0,), noise_scale=(0.0,))
     protocol = Protocol(task="bw_only", dataset_size=1, epochs=1, steps_per_presentation=1, settling_steps=1)
-    for layout in ("neurons", "lanes"):
+    for layout in layouts:
         advance(Simulation([RunSpec(0, "PAL", params, 0, 0)], protocol), 2, layout=layout)
     return time.perf_counter() - start
+
+
+def loaded(layouts: Iterable[str] = LAYOUTS) -> bool:
+    """Whether the kernels of ``layouts`` are loaded in this process already."""
+    from palmc.engine import kernel_lanes
+
+    segments = {"neurons": _advance_segment, "lanes": kernel_lanes.advance_segment}
+    return all(segments[layout].signatures for layout in layouts)
 
 
 # This kernel vectorises over blocks of four neurons; in a network whose layers have fewer, most of each block is
@@ -976,7 +989,12 @@ LANES_MAX_WIDTH = 4
 
 def layout_for(sim: "Simulation") -> str:
     """The faster kernel layout for this batch's network: "lanes" if no layer is wider than four, else "neurons"."""
-    return "lanes" if max(sim.params.layers) <= LANES_MAX_WIDTH else "neurons"
+    return layout_for_layers(sim.params.layers)
+
+
+def layout_for_layers(layers: Iterable[int]) -> str:
+    """``layout_for`` of a network with these layer sizes."""
+    return "lanes" if max(layers) <= LANES_MAX_WIDTH else "neurons"
 
 
 def supports(sim: "Simulation") -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 
 
 class StoreLocation:
@@ -43,6 +44,12 @@ class StoreLocation:
     @property
     def name(self) -> str:
         return self.root.rsplit("/", 1)[-1]
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes see what this one writes here (not so for fsspec's ``memory://``, which lives
+        in this process: only thread workers can write it)."""
+        return not isinstance(self.fs, MemoryFileSystem)
 
     @property
     def path(self) -> Path:
