@@ -17,7 +17,8 @@ run's wall time also varies by up to ~30 % from one minute to the next, so a few
 0.1-0.2x; the median of the paired ratios is the steadiest of the three. Measured here on 2026-11-28 (8 repeats):
 1.80x best to best, 1.75x median to median, 1.73x paired; before the kernel was loaded once and the layout moved
 aside (each worker loaded its own: tasks started ~1.4-1.9 s after the call instead of ~1.1 s), 1.59x / 1.77x /
-1.68x. The whole experiment (``--epochs 100``) gave 1.85x best to best (1.89x median) before that change.
+1.68x. The whole experiment (``--epochs 100``, 3 repeats): 1.96x best to best, 1.97x median (1.85x / 1.89x
+before that change).
 """
 
 from __future__ import annotations
