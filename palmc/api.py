@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import xarray as xr
 
-from palmc.distributed import (SCHEDULER_ENV, BatchFailure, batch_task, cluster_client, default_workers,
+from palmc.distributed import (SCHEDULER_ENV, BatchFailure, batch_task, can_fork, cluster_client, default_workers,
                                read_progress_files, run_on_cluster)
 from palmc.plan import BatchSpec, Plan, make_plan
 from palmc.runner import BatchResult, kernel_loaded, load_kernel
@@ -80,7 +79,7 @@ def _store_prepared_aside(plan: Plan, store: StoreLocation, overwrite: bool, res
     after it instead, the layout delayed the first batch by as much. Without fork (not Linux), or when not
     ``aside``, the store is laid out here, when waited for.
     """
-    if not (aside and sys.platform.startswith("linux")):
+    if not (aside and can_fork()):
         yield lambda: prepare_store(plan, store, overwrite, resume)
         return
     # Ctrl-C is this process's to handle: the layout (under a second) is finished, and the store marked as

@@ -81,10 +81,15 @@ def local_processes() -> bool:
     return True
 
 
+def can_fork() -> bool:
+    """Whether palmc forks this process for helpers and local workers: where that is safe (Linux)."""
+    return sys.platform.startswith("linux")
+
+
 def _start_method() -> str | None:
-    """How local worker processes start: forked from this process where that is safe (Linux), so that they
-    inherit its imports and its loaded kernel; else Dask's default (spawn: each worker imports everything)."""
-    return "fork" if sys.platform.startswith("linux") else None
+    """How local worker processes start: forked from this process where that is safe (``can_fork``), so that
+    they inherit its imports and its loaded kernel; else Dask's default (spawn: each worker imports everything)."""
+    return "fork" if can_fork() else None
 
 
 def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
