@@ -38,15 +38,16 @@ VARIANTS = {
 
 def timed(variant: int | str, epochs: int) -> float:
     """Wall time of one variant: a simulate call in a fresh process with 1 or 2 workers, or ("apart") two
-    one-worker simulate calls of 5 seeds each at the same time, in two processes that know nothing of each other
-    (the time until both are done)."""
+    one-worker simulate calls of 5 seeds each, started at the same time in two processes that know nothing of each
+    other (the longer of their two wall times)."""
     if variant == "apart":
         runs = [dict(workers=1, epochs=epochs, seeds=5, first_seed=first) for first in (0, 5)]
         return max(run["wall"] for run in simulate_fresh_together(runs))
     return simulate_fresh(workers=variant, seeds_per_batch=5, epochs=epochs, seeds=10)["wall"]
 
 
-def speed_up(times: dict, over: int | str) -> str:
+def speed_up(times: dict[int | str, list[float]], over: int | str) -> str:
+    """The speed-up of variant ``over`` over 1 worker, three ways."""
     best = min(times[1]) / min(times[over])
     median = statistics.median(times[1]) / statistics.median(times[over])
     paired = statistics.median(one / other for one, other in zip(times[1], times[over]))
