@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from palmc.engine import kernel, kernel_lanes  # noqa: E402
 from palmc.engine.params import ModelParams, Protocol, RunSpec  # noqa: E402
 from palmc.engine.tasks import Simulation  # noqa: E402
-from palmc.store.layout import variables_for  # noqa: E402
+from palmc.engine.variables import variables_for  # noqa: E402
 from palmc.store.recorder import ChunkRecorder  # noqa: E402
 
 SEEDS = (123, 456, 789, 111, 222, 1, 3, 5, 7, 9)
@@ -62,7 +62,7 @@ def fig4ab(model: str) -> Simulation:
 
 
 def recorder_for(sim: Simulation, n_steps: int) -> ChunkRecorder:
-    variables = variables_for(RECORDED, sim.protocol.task, bool(sim.params.is_pal.any()))
+    variables = variables_for(RECORDED, sim.protocol.task, {run.params.model for run in sim.runs})
     return ChunkRecorder(sim, variables, EVERY, chunk_records=n_steps // EVERY + 2)
 
 

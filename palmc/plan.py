@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from palmc.engine.params import ModelParams, Protocol, RunSpec
-from palmc.store.layout import Variable, record_shape, variables_for
+from palmc.engine.variables import Variable, variables_for
 
 CHUNK_BYTES_PER_RUN = 2**20  # target size of one stored chunk of the largest variable
 MAX_CHUNK_STEPS = 2_000_000  # a chunk spans at most this many steps: progress and checkpoints stay frequent
@@ -133,7 +133,7 @@ class Plan:
         ]
 
     def estimated_store_bytes(self) -> int:
-        per_record = sum(int(np.prod(record_shape(v, self.layers))) for v in self.variables)
+        per_record = sum(int(np.prod(v.record_shape(self.layers))) for v in self.variables)
         return per_record * 8 * self.n_records * self.n_runs
 
 
@@ -166,7 +166,7 @@ def make_batches(n_seeds: int, groups_per_variant: list[list[slice]], seeds_per_
 def auto_chunk_records(variables: list[Variable], layers: tuple[int, ...], n_records: int, every: int) -> int:
     """Records per chunk: about CHUNK_BYTES_PER_RUN of the largest variable, and at most MAX_CHUNK_STEPS steps
     (small networks record few bytes, and a chunk is also the unit of progress reports and checkpoints)."""
-    largest = max((int(np.prod(record_shape(v, layers))) * 8 for v in variables), default=8)
+    largest = max((int(np.prod(v.record_shape(layers))) * 8 for v in variables), default=8)
     by_size = CHUNK_BYTES_PER_RUN // max(largest, 1)
     return int(max(1, min(n_records, by_size, MAX_CHUNK_STEPS // every)))
 
@@ -185,8 +185,8 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
                 {name: exp.model_params(name) for name in names})
         for index, (values, exp) in enumerate(experiment.variants())
     ]
-    any_pal = any(p.model == "PAL" for v in variants for p in v.model_params.values())
-    variables = variables_for(list(experiment.recording.variables), experiment.task, any_pal)
+    model_kinds = {p.model for v in variants for p in v.model_params.values()}
+    variables = variables_for(list(experiment.recording.variables), experiment.task, model_kinds)
     n_records = max(v.n_records for v in variants)
     layers = variants[0].model_params[names[0]].layers
     chunk = experiment.recording.chunk_records or auto_chunk_records(

@@ -20,7 +20,7 @@ import pytest
 from palmc.engine import kernel, kernel_lanes
 from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.engine.tasks import Simulation
-from palmc.store.layout import RECORDABLE, VARIABLES, variables_for
+from palmc.engine.variables import RECORDABLE, VARIABLES, variables_for
 from palmc.store.recorder import ChunkRecorder
 
 RTOL, ATOL = 1e-9, 1e-12
@@ -55,7 +55,7 @@ def make_sim(params: list[ModelParams] | ModelParams, task: str = "bw_only", see
 
 
 def recorder(sim: Simulation, every: int) -> ChunkRecorder:
-    variables = variables_for(RECORDABLE, sim.protocol.task, bool(sim.params.is_pal.any()))
+    variables = variables_for(RECORDABLE, sim.protocol.task, {run.params.model for run in sim.runs})
     return ChunkRecorder(sim, variables, every, chunk_records=sim.protocol.total_steps // every + 1)
 
 

@@ -41,17 +41,15 @@ from palmc.engine.params import (
     RunSpec,
     Task,
 )
+from palmc.engine.variables import FW_BW_ONLY, PAL_ONLY, RECORDABLE
 from palmc.schema.sweep import Sweep, apply_values, get_path, label as variant_label, structural_problems
 
 # --------------------------------------------------------------------------------------------------------------
 # vocabularies
 # --------------------------------------------------------------------------------------------------------------
 
-RecordVariable = Literal[
-    "uP", "uP_breve", "rP_breve", "rP_breve_HI", "uI", "uI_breve", "rI_breve", "vbas", "vapi", "vapi_noise",
-    "noise", "WPP", "WIP", "BPP", "BPI", "dWPP", "dWIP", "dBPP", "dBPI", "MSE", "error", "target", "input",
-]
-"""Names of the variables a run can record (the dataset contract's variable names)."""
+RecordVariable = Literal[RECORDABLE]  # type: ignore[valid-type]
+"""Names of the variables a run can record (declared in palmc.engine.variables, the dataset contract's names)."""
 
 RECORDABLE_VARIABLES: tuple[str, ...] = get_args(RecordVariable)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
@@ -60,9 +58,9 @@ TASKS: tuple[str, ...] = get_args(Task)
 NOISE_MODES: tuple[str, ...] = get_args(NoiseMode)
 NOISE_TYPES: tuple[str, ...] = get_args(NoiseType)
 
-FW_BW_ONLY_VARIABLES: tuple[str, ...] = ("MSE", "error", "target")
+FW_BW_ONLY_VARIABLES: tuple[str, ...] = FW_BW_ONLY
 """Variables that only exist when a teacher provides targets (task ``fw_bw``)."""
-PAL_ONLY_VARIABLES: tuple[str, ...] = ("rP_breve_HI", "vapi_noise", "noise")
+PAL_ONLY_VARIABLES: tuple[str, ...] = PAL_ONLY
 """Variables that only PAL models have (recorded as NaN for BP and FA)."""
 
 DEFAULT_VARIABLES: dict[str, tuple[str, ...]] = {
@@ -427,6 +425,11 @@ class Input(Section):
     epochs: int = Field(100, ge=1, description="Number of passes over the shuffled patterns after settling.")
 
 
+def _and(names: tuple[str, ...]) -> str:
+    """``a, b and c``."""
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+
+
 class Recording(Section):
     """What is recorded and how often."""
 
@@ -434,7 +437,7 @@ class Recording(Section):
         None,
         description="Variables to record. Omitted or null = the task's default set ("
         + "; ".join(f"{task}: {', '.join(names)}" for task, names in DEFAULT_VARIABLES.items())
-        + "). MSE, error and target exist only in fw_bw; rP_breve_HI, vapi_noise and noise only in PAL models.",
+        + f"). {_and(FW_BW_ONLY)} exist only in fw_bw; {_and(PAL_ONLY)} only in PAL models.",
     )
     every: int = Field(
         1000, ge=1, description="Record every N integration steps (N >= 1; the time between records is N * dt ms)."
@@ -953,10 +956,6 @@ class Experiment(Section):
             for seed in self.seeds
             for name in self.model_names()
         ]
-
-    def recorded_variables(self) -> list[str]:
-        """The variables to record (the task's default set if none were given)."""
-        return list(self.recording.variables or DEFAULT_VARIABLES[self.task])
 
     def store_path(self) -> str:
         """The Zarr store path (``results/<name>.zarr`` unless given)."""

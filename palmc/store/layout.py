@@ -1,120 +1,48 @@
-"""The dataset contract (docs/dataset-contract.md): variables, their dims, layers, units and symbols.
+"""The dataset contract (docs/dataset-contract.md): how the declared variables (palmc.engine.variables) are laid
+out in a store.
 
-The engine keeps per-layer lists in the reference's indexing; this module maps them to network layers
-(input 0 .. output L) and pads ragged layers with NaN to the widest layer.
+The engine keeps per-layer lists in the reference's indexing; a store holds network layers (input 0 .. output L)
+and pads ragged layers with NaN to the widest layer. This module says where each engine list entry goes in a
+record, which entries of a record hold data, and the variables' dims and attributes in a store.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 
-Kind = Literal["pyramidal", "apical", "interneuron", "forward", "feedback", "lateral", "input", "output", "scalar"]
+from palmc.engine.variables import Variable
 
-VECTOR_DIMS = ("time", "layer", "neuron", "seed", "model")
-WEIGHT_DIMS = ("time", "layer", "neuron", "pre", "seed", "model")
-IO_DIMS = ("time", "neuron", "seed", "model")
-SCALAR_DIMS = ("time", "seed", "model")
+Placement = tuple[int, tuple[int | slice, ...], tuple[int, ...]]
+"""(engine list entry, where it goes in a record, how its (R, ...) array turns into (..., R))."""
 
 
-@dataclass(frozen=True)
-class Variable:
-    name: str
-    kind: Kind
-    long_name: str
-    units: str
-    symbol: str
-    pal_only: bool = False
-    fw_bw_only: bool = False
-
-    @property
-    def dims(self) -> tuple[str, ...]:
-        if self.kind in ("forward", "feedback", "lateral"):
-            return WEIGHT_DIMS
-        if self.kind in ("input", "output"):
-            return IO_DIMS
-        if self.kind == "scalar":
-            return SCALAR_DIMS
-        return VECTOR_DIMS
-
-    def first_layer(self) -> int:
-        """Network layer of the engine's list entry 0."""
-        return 2 if self.kind in ("interneuron", "lateral") else 1
+def store_dims(var: Variable, has_variants: bool) -> tuple[str, ...]:
+    """Dims of ``var`` in a store: a sweep adds 'variant' after the run dims."""
+    return var.dims + (("variant",) if has_variants else ())
 
 
-_V = Variable
-VARIABLES: dict[str, Variable] = {v.name: v for v in [
-    _V("uP", "pyramidal", "somatic voltage of pyramidal cells", "a.u.", "u^P"),
-    _V("uP_breve", "pyramidal", "prospective (lookahead) somatic voltage of pyramidal cells", "a.u.", "u-breve^P"),
-    _V("rP_breve", "pyramidal", "rate of pyramidal cells, phi(u-breve^P)", "a.u.", "r-breve^P"),
-    _V("rP_breve_HI", "pyramidal", "high-pass filtered pyramidal rate", "a.u.", "r-breve^P_HI", pal_only=True),
-    _V("vbas", "pyramidal", "basal dendritic potential", "a.u.", "v^bas"),
-    _V("noise", "pyramidal", "apical noise (zero in the output layer)", "a.u.", "xi", pal_only=True),
-    _V("vapi", "apical", "apical dendritic potential (without noise)", "a.u.", "v^api"),
-    _V("vapi_noise", "apical", "apical potential seen by the soma, v^api plus the previous step's noise", "a.u.",
-       "v^api + xi", pal_only=True),
-    _V("uI", "interneuron", "somatic voltage of interneurons", "a.u.", "u^I"),
-    _V("uI_breve", "interneuron", "prospective somatic voltage of interneurons", "a.u.", "u-breve^I"),
-    _V("rI_breve", "interneuron", "rate of interneurons, phi(u-breve^I)", "a.u.", "r-breve^I"),
-    _V("WPP", "forward", "forward pyramid-to-pyramid weights, layer l-1 to l", "1", "W^PP"),
-    _V("dWPP", "forward", "increment of W^PP computed in the step", "1", "dW^PP"),
-    _V("BPP", "feedback", "feedback pyramid-to-pyramid weights, layer l+1 to apical dendrites of l", "1", "B^PP"),
-    _V("dBPP", "feedback", "increment of B^PP computed in the step", "1", "dB^PP"),
-    _V("BPI", "feedback", "interneuron-to-pyramid weights, interneurons of l+1 to apical dendrites of l", "1", "B^PI"),
-    _V("dBPI", "feedback", "increment of B^PI computed in the step", "1", "dB^PI"),
-    _V("WIP", "lateral", "pyramid-to-interneuron weights, pyramids of l-1 to interneurons of l", "1", "W^IP"),
-    _V("dWIP", "lateral", "increment of W^IP computed in the step", "1", "dW^IP"),
-    _V("input", "input", "input rates fed in the step (layer 0)", "a.u.", "r_0"),
-    _V("target", "output", "teacher target of the output layer", "a.u.", "u^tgt", fw_bw_only=True),
-    _V("error", "output", "output lookahead minus target, u-breve^P_L - u^tgt", "a.u.", "e", fw_bw_only=True),
-    _V("MSE", "scalar", "squared error summed over output neurons, |u-breve^P_L - u^tgt|^2", "a.u.^2", "|e|^2",
-       fw_bw_only=True),
-]}
-
-RECORDABLE: tuple[str, ...] = tuple(VARIABLES)
+def attributes(var: Variable) -> dict[str, str]:
+    """The attributes every data variable carries."""
+    return {"long_name": var.long_name, "units": var.units, "symbol": var.symbol}
 
 
-def layer_shapes(var: Variable, layers: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
-    """(network layer, shape) of each engine list entry of ``var``."""
-    L = len(layers) - 1
-    if var.kind == "pyramidal":
-        return [(l, (layers[l],)) for l in range(1, L + 1)]
-    if var.kind == "apical":
-        return [(l, (layers[l],)) for l in range(1, L)]
-    if var.kind == "interneuron":
-        return [(l, (layers[l],)) for l in range(2, L + 1)]
-    if var.kind == "forward":
-        return [(l, (layers[l], layers[l - 1])) for l in range(1, L + 1)]
-    if var.kind == "feedback":
-        return [(l, (layers[l], layers[l + 1])) for l in range(1, L)]
-    if var.kind == "lateral":
-        return [(l, (layers[l], layers[l - 1])) for l in range(2, L + 1)]
-    raise ValueError(f"{var.name} is not a per-layer variable")
+def placements(var: Variable, layers: tuple[int, ...]) -> list[Placement]:
+    """Where each engine list entry of a per-layer variable goes in one record (padded to the widest layer)."""
+    return [(entry, (layer, *(slice(0, n) for n in shape)), (*range(1, len(shape) + 1), 0))
+            for entry, (layer, shape) in enumerate(var.place.entry_shapes(layers))]
 
 
-def record_shape(var: Variable, layers: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape of one record of ``var`` without the time and run axes."""
-    width = max(layers)
-    n_layers = len(layers)
-    if var.kind in ("forward", "feedback", "lateral"):
-        return (n_layers, width, width)
-    if var.kind in ("input", "output"):
-        return (width,)
-    if var.kind == "scalar":
-        return ()
-    return (n_layers, width)
+def valid_mask(var: Variable, layers: tuple[int, ...]) -> np.ndarray:
+    """Where a record of ``var`` holds data (False on the NaN padding of ragged layers)."""
+    mask = np.zeros(var.record_shape(layers), dtype=bool)
+    if var.kind == "input":
+        mask[: layers[0]] = True
+    elif var.kind == "output":
+        mask[: layers[-1]] = True
+    elif not var.place.per_layer:
+        mask[...] = True
+    else:
+        for _, where, _ in placements(var, layers):
+            mask[where] = True
+    return mask
 
-
-def variables_for(names: list[str] | tuple[str, ...], task: str, any_pal: bool) -> list[Variable]:
-    """The recordable variables among ``names`` that exist for this task and set of models."""
-    out = []
-    for name in names:
-        var = VARIABLES[name]
-        if var.fw_bw_only and task != "fw_bw":
-            continue
-        if var.pal_only and not any_pal:
-            continue
-        out.append(var)
-    return out

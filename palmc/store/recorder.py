@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from palmc.engine.tasks import Simulation
-from palmc.store.layout import Variable, layer_shapes, record_shape
+from palmc.engine.variables import Variable, fields_read
+from palmc.store.layout import placements, valid_mask
 
 
 class ChunkRecorder:
@@ -17,43 +18,28 @@ class ChunkRecorder:
 
     def __init__(self, sim: Simulation, variables: list[Variable], every: int, chunk_records: int) -> None:
         self.variables = variables
+        # the State fields a record reads: a compiled engine need keep only these current at record steps
+        self.fields_read: tuple[str, ...] = fields_read(variables)
         self.every = every
         self.chunk_records = chunk_records
         self.layers = sim.params.layers
         self.n_runs = len(sim.runs)
-        self.not_pal = ~sim.params.is_pal
+        # for each variable, the runs whose model does not have it (recorded as NaN)
+        kinds = [run.params.model for run in sim.runs]
+        self.runs_without = {v.name: np.flatnonzero([kind not in v.models for kind in kinds]) for v in variables}
         self.buffers = {
-            v.name: np.full((chunk_records, *record_shape(v, self.layers), self.n_runs), np.nan) for v in variables
+            v.name: np.full((chunk_records, *v.record_shape(self.layers), self.n_runs), np.nan) for v in variables
         }
         self.steps: list[int] = []
-        # per-layer variables: for each engine list entry, where it goes in a record and how its (R, ...) array
-        # turns into (..., R); worked out once, since a record is taken every few milliseconds of kernel time
-        self.placements = {
-            v.name: [(entry, (layer, *(slice(0, n) for n in shape)), (*range(1, len(shape) + 1), 0))
-                     for entry, (layer, shape) in enumerate(layer_shapes(v, self.layers))]
-            for v in variables if v.kind not in ("input", "output", "scalar")
-        }
-        self.nan_runs = np.flatnonzero(self.not_pal) if self.not_pal.any() else None
+        # worked out once, since a record is taken every few milliseconds of kernel time
+        self.placements = {v.name: placements(v, self.layers) for v in variables if v.place.per_layer}
         # where each variable holds data (False on NaN padding of ragged layers), for divergence checks
-        self.valid = {v.name: self._valid_mask(v) for v in variables}
-
-    def _valid_mask(self, var: Variable) -> np.ndarray:
-        mask = np.zeros(record_shape(var, self.layers), dtype=bool)
-        if var.kind == "input":
-            mask[: self.layers[0]] = True
-        elif var.kind == "output":
-            mask[: self.layers[-1]] = True
-        elif var.kind == "scalar":
-            mask[...] = True
-        else:
-            for _, where, _ in self.placements[var.name]:
-                mask[where] = True
-        return mask
+        self.valid = {v.name: valid_mask(v, self.layers) for v in variables}
 
     def first_nonfinite_step(self, run: int) -> int | None:
         """First buffered step at which ``run`` recorded NaN or inf where a value exists."""
         checked = [v.name for v in self.variables
-                   if v.kind not in ("output", "scalar") and not (v.pal_only and self.not_pal[run])]
+                   if v.kind not in ("output", "scalar") and run not in self.runs_without[v.name]]
         for row, step in enumerate(self.steps):
             for name in checked:
                 if not np.isfinite(self.buffers[name][row][..., run][self.valid[name]]).all():
@@ -83,10 +69,11 @@ class ChunkRecorder:
             if target is None:
                 out[...] = np.nan
                 return
-            error = state.uP_breve[-1] - target
             if var.name == "target":
                 out[: self.layers[-1]] = target.T
-            elif var.name == "error":
+                return
+            error = state.uP_breve[-1] - target
+            if var.name == "error":
                 out[: self.layers[-1]] = error.T
             else:  # MSE: the reference's |e|^2 via the Euclidean norm
                 out[...] = np.sqrt(np.einsum("ri,ri->r", error, error)) ** 2
@@ -94,8 +81,8 @@ class ChunkRecorder:
         values = getattr(state, var.name)
         for entry, where, axes in self.placements[var.name]:
             out[where] = values[entry].transpose(axes)
-        if var.pal_only and self.nan_runs is not None:
-            out[..., self.nan_runs] = np.nan
+        if len(self.runs_without[var.name]):
+            out[..., self.runs_without[var.name]] = np.nan
 
     def take(self) -> tuple[list[int], dict[str, np.ndarray]]:
         """The buffered records (steps, name -> view (n, *record_shape, R)); empties the buffer."""

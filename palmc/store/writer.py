@@ -25,7 +25,7 @@ import xarray as xr
 import zarr
 
 from palmc.plan import BatchSpec, Plan
-from palmc.store.layout import record_shape
+from palmc.store.layout import attributes, store_dims
 from palmc.store.location import StoreLocation
 
 CHECKPOINT_DIR = "_palmc_checkpoints"
@@ -148,14 +148,12 @@ def template(plan: Plan) -> xr.Dataset:
 
     data_vars = {}
     for var in plan.variables:
-        shape = (plan.n_records, *record_shape(var, layers), *run_shape)
+        shape = (plan.n_records, *var.record_shape(layers), *run_shape)
         # one chunk per batch along seed: every writer's region is whole chunks, and few files per write
-        chunks = (plan.chunk_records, *record_shape(var, layers), plan.seeds_per_batch, *(1,) * (len(runs) - 1))
+        chunks = (plan.chunk_records, *var.record_shape(layers), plan.seeds_per_batch, *(1,) * (len(runs) - 1))
         data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
-        dims = var.dims + (("variant",) if plan.has_variants else ())
-        data_vars[var.name] = xr.Variable(dims, data, {
-            "long_name": var.long_name, "units": var.units, "symbol": var.symbol},
-            encoding={"compressors": (record_compressor(),)})
+        data_vars[var.name] = xr.Variable(store_dims(var, plan.has_variants), data, attributes(var),
+                                          encoding={"compressors": (record_compressor(),)})
     data_vars["run_status"] = xr.Variable(runs, np.full(run_shape, "pending", dtype=object), {
         "long_name": "outcome of the run: pending, complete, diverged or failed"})
     data_vars["diverged_step"] = xr.Variable(runs, np.full(run_shape, -1, dtype=np.int64), {
