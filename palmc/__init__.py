@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from palmc.version import __version__
 
 # `query` is also the name of a subpackage: imported here, so that the function is what `palmc.query` means
 from palmc.query import Query, query  # noqa: E402

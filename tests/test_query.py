@@ -31,6 +31,7 @@ from palmc.query import (  # noqa: E402
     Query,
     QueryError,
     describe_metrics,
+    evaluate,
     format_table,
     list_metrics,
     load_queries,
@@ -215,7 +216,7 @@ def test_mse_error_and_variables(fwbw: xr.Dataset) -> None:
     np.testing.assert_array_equal(err.values[training], arrays["s11__error"][steps[training] - 31, 1])
     # any recorded variable by name, or explicitly with `variable:`
     w1 = query(fwbw, "WPP", select={"layer": 2, "seed": 11, "model": "PAL"}).compute()
-    w2 = Query(variable="WPP", select={"layer": 2, "seed": 11, "model": "PAL"}).evaluate(fwbw).compute()
+    w2 = evaluate(Query(variable="WPP", select={"layer": 2, "seed": 11, "model": "PAL"}), fwbw).compute()
     xr.testing.assert_equal(w1, w2)
     np.testing.assert_array_equal(w1.isel(time=5).values[:3, :4], arrays["s11__WPP__layer1"][5])
 
@@ -501,7 +502,7 @@ def test_query_file_runs_on_a_store(
     assert file_results["hidden_weights"].dims == ("pre", "model")
     # same result from an open Dataset and from notebook-style calls
     ds = open_store(fwbw_store)
-    again = Query(metric="mse_mean", aggregate={"every": 0.3}, reduce="median").evaluate(ds, name="loss")
+    again = evaluate(Query(metric="mse_mean", aggregate={"every": 0.3}, reduce="median"), ds, name="loss")
     xr.testing.assert_identical(again.compute(), file_results["loss"].compute())
 
 

@@ -8,7 +8,7 @@ Notebook style (one function, keyword arguments = the YAML fields)::
                  reduce={"quantile": [0.1, 0.9]})          # lazy DataArray (layer, quantile, model)
     band.compute()
 
-or ``Query(metric="angle_jacobians", aggregate={"moving_window": "10 Tpres"}, reduce="mean").evaluate(ds)``.
+or ``evaluate(Query(metric="angle_jacobians", aggregate={"moving_window": "10 Tpres"}, reduce="mean"), ds)``.
 
 Files (``palmc analyze``): :func:`run_query_file` evaluates a YAML file ``queries: {name: {...}}``;
 :func:`format_table` renders scalar results, :func:`save_results` writes .zarr/.nc/.csv.

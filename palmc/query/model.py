@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-if TYPE_CHECKING:
-    import xarray as xr
 
 __all__ = [
     "Aggregate",
@@ -281,12 +278,6 @@ class Query(BaseModel):
     def target(self) -> str:
         """The metric or variable name."""
         return self.metric if self.metric is not None else self.variable  # type: ignore[return-value]
-
-    def evaluate(self, ds: "xr.Dataset", name: str | None = None) -> "xr.DataArray":
-        """Evaluate lazily on ``ds`` (see :func:`palmc.query.evaluate.evaluate`)."""
-        from palmc.query.evaluate import evaluate
-
-        return evaluate(self, ds, name=name)
 
 
 class QueryFile(BaseModel):

@@ -43,6 +43,7 @@ from palmc.engine.params import (
 )
 from palmc.engine.variables import FW_BW_ONLY, PAL_ONLY, RECORDABLE
 from palmc.schema.sweep import Sweep, apply_values, get_path, label as variant_label, structural_problems
+from palmc.schema.yaml_dialect import dump_yaml
 
 # --------------------------------------------------------------------------------------------------------------
 # vocabularies
@@ -975,8 +976,6 @@ class Experiment(Section):
 
     def to_yaml(self) -> str:
         """The experiment as YAML text with every setting explicit; parsing it gives an equal experiment."""
-        from palmc.schema.loading import dump_yaml
-
         return dump_yaml(self.to_dict())
 
     @property

@@ -27,6 +27,7 @@ import zarr
 from palmc.plan import BatchSpec, Plan
 from palmc.store.layout import attributes, store_dims
 from palmc.store.location import StoreLocation
+from palmc.version import __version__
 
 CHECKPOINT_DIR = "_palmc_checkpoints"
 
@@ -49,9 +50,8 @@ def _now() -> str:
 
 def _versions() -> dict[str, str]:
     import dask
-    import palmc
 
-    return {"palmc": palmc.__version__, "numpy": np.__version__, "xarray": xr.__version__,
+    return {"palmc": __version__, "numpy": np.__version__, "xarray": xr.__version__,
             "zarr": zarr.__version__, "dask": dask.__version__, "python": platform.python_version()}
 
 
