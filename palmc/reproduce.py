@@ -497,7 +497,7 @@ def reproduce(
     exp = figure_experiment(figure, short=short, experiments_dir=exp_dir)
     out = Path(outdir) if outdir is not None else Path("results") / exp.name
     out.mkdir(parents=True, exist_ok=True)
-    store_path = Path(store) if store is not None else (out / f"{exp.name}.zarr" if short else Path(exp.store_path()))
+    store_path = Path(store) if store is not None else (out / f"{exp.name}.zarr" if short else Path(exp.output.store))
     how = ensure_store(exp, store_path, workers=workers, progress=progress, overwrite=overwrite, engine=engine,
                        log=log)
 

@@ -16,6 +16,7 @@ from palmc.schema import (
     parse_experiment,
     validate_experiment,
 )
+from palmc.plan import make_plan
 from palmc.schema.generate import schema_json, schema_path
 from palmc.schema.loading import ExperimentLoader, dump_yaml, read_yaml
 
@@ -116,7 +117,7 @@ def test_quickstart_loads() -> None:
         task="bw_only", dataset_size=10, epochs=60, steps_per_presentation=100, settling_steps=500
     )
     assert experiment.recording.every == 100
-    assert len(experiment.run_specs()) == 9
+    assert make_plan(experiment).n_runs == 9
     assert experiment.model_params("FA").eta_bw == (0.0, 0.0)
     assert experiment.yaml_text == QUICKSTART.read_text(encoding="utf-8")
 
@@ -129,12 +130,13 @@ def test_protocol_and_run_specs() -> None:
     assert experiment.protocol() == Protocol(
         task="bw_only", dataset_size=4, epochs=2, steps_per_presentation=100, settling_steps=1000
     )
-    specs = experiment.run_specs()
-    assert [(spec.seed, spec.model_name) for spec in specs] == [
-        (123, "PAL"), (123, "FA"), (123, "backprop"), (456, "PAL"), (456, "FA"), (456, "backprop"),
+    plan = make_plan(experiment, seeds_per_batch=2)
+    specs = [spec for batch in plan.batches for spec in plan.runs(batch)]
+    assert sorted((spec.seed, spec.model_name) for spec in specs) == [
+        (123, "FA"), (123, "PAL"), (123, "backprop"), (456, "FA"), (456, "PAL"), (456, "backprop"),
     ]
     assert all(spec.input_seed == 123 and spec.teacher_seed_source == 123 for spec in specs)
-    assert specs[1].params == experiment.model_params("FA")
+    assert all(spec.params == experiment.model_params(spec.model_name) for spec in specs)
 
 
 def test_overrides_merge_and_model_params() -> None:

@@ -38,7 +38,6 @@ from palmc.engine.params import (
     NoiseMode,
     NoiseType,
     Protocol,
-    RunSpec,
     Task,
 )
 from palmc.engine.variables import FW_BW_ONLY, PAL_ONLY, RECORDABLE
@@ -946,21 +945,6 @@ class Experiment(Section):
             steps_per_presentation=round(self.dynamics.Tpres / self.dynamics.dt),
             settling_steps=round(self.dynamics.settling_time / self.dynamics.dt),
         )
-
-    def run_specs(self) -> list[RunSpec]:
-        """One run per (seed, model), seeds outermost; input and teacher derive from the first seed."""
-        params = {name: self.model_params(name) for name in self.model_names()}
-        first_seed = self.seeds[0]
-        return [
-            RunSpec(seed=seed, model_name=name, params=params[name], input_seed=first_seed,
-                    teacher_seed_source=first_seed)
-            for seed in self.seeds
-            for name in self.model_names()
-        ]
-
-    def store_path(self) -> str:
-        """The Zarr store path (``results/<name>.zarr`` unless given)."""
-        return self.output.store or f"results/{self.name}.zarr"
 
     # ---- YAML --------------------------------------------------------------------------------------------------
 

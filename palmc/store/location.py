@@ -42,10 +42,6 @@ class StoreLocation:
         return self.url
 
     @property
-    def name(self) -> str:
-        return self.root.rsplit("/", 1)[-1]
-
-    @property
     def shared(self) -> bool:
         """Whether other processes see what this one writes here (not so for fsspec's ``memory://``, which lives
         in this process: only thread workers can write it)."""

@@ -46,10 +46,6 @@ class ChunkRecorder:
                     return step
         return None
 
-    @property
-    def full(self) -> bool:
-        return len(self.steps) >= self.chunk_records
-
     def __call__(self, sim: Simulation) -> None:
         k = sim.state.step
         if k % self.every:
