@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import signal
 import socket
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import xarray as xr
 
-from palmc.distributed import (SCHEDULER_ENV, BatchFailure, batch_task, can_fork, cluster_client, default_workers,
-                               read_progress_files, run_on_cluster)
-from palmc.plan import BatchSpec, Plan, make_plan
-from palmc.runner import BatchResult, kernel_loaded, load_kernel
+from palmc.distributed import SCHEDULER_ENV, BatchFailure, default_workers, execute, read_progress_files
+from palmc.plan import Plan, make_plan
+from palmc.runner import BatchResult
 from palmc.store.location import StoreLocation
-from palmc.store.writer import (StoreError, _now, create_store, read_attrs, refuse_existing, update_attrs,
-                                write_run_status)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dask.distributed import Client
+from palmc.store.writer import StoreError, finish_store, read_attrs, refuse_existing
 
 
 def load_experiment(path: str | Path):
@@ -38,63 +28,6 @@ def _as_experiment(experiment):
     if isinstance(experiment, (str, Path)):
         return load_experiment(experiment)
     return experiment
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, desc="seed-steps",
-                smoothing=0.1, dynamic_ncols=True)
-
-
-def prepare_store(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool, pid: int | None = None) -> None:
-    """Create the store, or check that an existing one can be resumed; ``pid`` (default: this process) is the
-    process recorded as running it."""
-    pid = os.getpid() if pid is None else pid
-    if resume and store.exists():
-        try:
-            attrs = read_attrs(store)
-        except Exception as err:  # noqa: BLE001 - any unreadable store is refused the same way
-            raise StoreError(f"{store} is not a palmc store that can be resumed ({err})") from err
-        if attrs.get("experiment_sha256") != plan.experiment_sha256:
-            raise StoreError(
-                f"{store} was written by a different experiment ({attrs.get('name', '?')!r}); "
-                "resume it with the experiment file that created it, or choose another output"
-            )
-        update_attrs(store, status="running", pid=pid, host=socket.gethostname(), resumed=_now())
-        return
-    create_store(plan, store, overwrite=overwrite)
-    update_attrs(store, pid=pid)
-
-
-@contextmanager
-def _store_prepared_aside(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool, aside: bool,
-                          ) -> Iterator[Callable[[], None]]:
-    """Lay out the store (``prepare_store``) in a process forked from this one if ``aside``, while this one gets
-    ready to run; yields the function that waits for it (and raises its error here). Leaving the block waits
-    too, so no layout is left half-done behind an error.
-
-    Getting ready (loading the compiled kernel; importing Dask and starting a cluster) keeps one core busy for
-    ~0.6-1.1 s, while the layout (~0.3-0.5 s of CPU: xarray's template, Zarr's metadata) can use another. Done
-    after it instead, the layout delayed the first batch by as much. Without fork (not Linux), or when not
-    ``aside``, the store is laid out here, when waited for.
-    """
-    if not (aside and can_fork()):
-        yield lambda: prepare_store(plan, store, overwrite, resume)
-        return
-    # Ctrl-C is this process's to handle: the layout (under a second) is finished, and the store marked as
-    # interrupted, rather than a traceback printed from the forked process
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
-                             initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        future = pool.submit(prepare_store, plan, store, overwrite, resume, os.getpid())
-
-        def wait() -> None:
-            try:
-                future.result()
-            finally:
-                pool.shutdown()  # the forked process is not kept for the run
-
-        yield wait
 
 
 def _stored_attrs(store: StoreLocation) -> dict:
@@ -130,57 +63,17 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         stored = _stored_attrs(store)
         engine = engine or stored.get("engine")
         seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
-    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
-    use_cluster = bool(scheduler) or (n_workers > 1 and len(plan.batches) > 1)
-    if not (resume and store.exists()):
+    else:
         refuse_existing(store, overwrite)  # the common mistake fails before any cluster starts
-    # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do)
-    aside = store.shared and (use_cluster or not kernel_loaded(plan))
-    with _store_prepared_aside(plan, store, overwrite, resume, aside) as store_ready, \
-            cluster_client(plan, scheduler, n_workers) if use_cluster else nullcontext() as client:
-        if client is None:
-            load_kernel(plan)
-        store_ready()
-        results, failures = _run(plan, store, client, progress)
+    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
+    results, failures = execute(plan, store, overwrite=overwrite, resume=resume, scheduler=scheduler,
+                                workers=n_workers, progress=progress)
     status, diverged_step = _run_outcomes(plan, results, failures)
-    write_run_status(store, status, diverged_step)
-    update_attrs(store, status="complete" if not failures else "failed",
-                 steps_done=plan.protocol.total_steps if not failures else 0, ended=_now())
     problems = _describe_problems(plan, status, diverged_step, failures)
+    finish_store(store, status, diverged_step, plan.protocol.total_steps)
     if problems:
         raise RunFailures(str(store), problems)
     return store.path if store.is_local else store.url
-
-
-def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bool,
-         ) -> tuple[list[BatchResult], list[BatchFailure]]:
-    """Run every batch, on the cluster of ``client`` or one after the other in this process, with a progress bar
-    (the store is marked interrupted if this is stopped)."""
-    results: list[BatchResult] = []
-    failures: list[BatchFailure] = []
-    try:
-        with _progress_bar(plan.total_run_steps, progress) as bar:
-            runs_done = 0
-
-            def on_batch_done(batch: BatchSpec) -> None:
-                nonlocal runs_done
-                runs_done += len(plan.runs(batch))
-                bar.set_postfix_str(f"runs {runs_done}/{plan.n_runs} done", refresh=True)
-
-            if client is not None:
-                def on_dashboard(link: str) -> None:
-                    if progress:
-                        bar.write(f"Dask dashboard: {link}")
-                results, failures = run_on_cluster(client, plan, str(store), bar.update, on_dashboard,
-                                                   on_batch_done=on_batch_done)
-            else:
-                for batch in plan.batches:
-                    results.append(batch_task(str(store), plan, batch, report=bar.update))
-                    on_batch_done(batch)
-    except BaseException:
-        update_attrs(store, status="interrupted", ended=_now())
-        raise
-    return results, failures
 
 
 def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFailure]) -> tuple[np.ndarray, np.ndarray]:
@@ -206,9 +99,7 @@ def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFa
 
 
 def _variant_text(plan: Plan, index: int) -> str:
-    from palmc.schema.sweep import label
-
-    return f", variant {index} ({label(plan.variants[index].values)})" if plan.has_variants else ""
+    return f", variant {index} ({plan.variants[index].label})" if plan.has_variants else ""
 
 
 def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray,

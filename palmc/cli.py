@@ -76,8 +76,6 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
         plan = make_plan(exp)
     except _user_errors() as err:
         _fail(str(err))
-    from palmc.schema.sweep import label
-
     typer.echo(f"{experiment}: valid")
     typer.echo(f"  experiment  {plan.name} ({plan.protocol.task})")
     typer.echo(f"  network     {'-'.join(map(str, plan.layers))}")
@@ -86,7 +84,7 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
                f"({', '.join(plan.model_names)}){variants} in {len(plan.batches)} batch(es)")
     for variant in plan.variants:
         proto = variant.protocol
-        prefix = f"  variant {variant.index}   {label(variant.values)}\n    " if plan.has_variants else "  "
+        prefix = f"  variant {variant.index}   {variant.label}\n    " if plan.has_variants else "  "
         typer.echo(f"{prefix}steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} "
                    f"epochs x {proto.steps_per_epoch}), {variant.n_records} records (every {variant.every} steps)")
     typer.echo(f"  records     {plan.n_records} on the time axis, {plan.chunk_records} per chunk")

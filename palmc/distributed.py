@@ -1,4 +1,5 @@
-"""Runs the batches of a plan as Dask tasks: a LocalCluster by default, or any existing scheduler.
+"""The executor of a plan (:func:`execute`): lays out its store, then runs its batches as Dask tasks on a
+LocalCluster by default or any existing scheduler, or one after the other in this process.
 
 Each task runs one batch (:func:`palmc.runner.run_batch`) and writes its own (seed, model) region of the one
 store, which was laid out before any task started; tasks resume from their checkpoints, so a retried task or one
@@ -9,18 +10,21 @@ the tasks leave next to their checkpoints, so it works for remote workers on a s
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
 import sys
 import time
-from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
-from palmc.runner import BatchResult, load_kernel, run_batch
+from palmc.runner import BatchResult, kernel_loaded, load_kernel, run_batch
 from palmc.store.location import StoreLocation
-from palmc.store.writer import CHECKPOINT_DIR
+from palmc.store.writer import CHECKPOINT_DIR, now, prepare_store, update_attrs
 
 if TYPE_CHECKING:  # pragma: no cover
     from dask.distributed import Client, LocalCluster
@@ -64,6 +68,93 @@ def batch_task(store: str, plan: Plan, batch: BatchSpec, report: Callable[[int],
             report(n)
 
     return run_batch(store, plan, batch, resume=True, on_progress=on_progress)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, desc="seed-steps",
+                smoothing=0.1, dynamic_ncols=True)
+
+
+@contextmanager
+def _store_prepared_aside(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool, aside: bool,
+                          ) -> Iterator[Callable[[], None]]:
+    """Lay out the store (``prepare_store``) in a process forked from this one if ``aside``, while this one gets
+    ready to run; yields the function that waits for it (and raises its error here). Leaving the block waits
+    too, so no layout is left half-done behind an error.
+
+    Getting ready (loading the compiled kernel; importing Dask and starting a cluster) keeps one core busy for
+    ~0.6-1.1 s, while the layout (~0.3-0.5 s of CPU: xarray's template, Zarr's metadata) can use another. Done
+    after it instead, the layout delayed the first batch by as much. Without fork (not Linux), or when not
+    ``aside``, the store is laid out here, when waited for.
+    """
+    if not (aside and can_fork()):
+        yield lambda: prepare_store(plan, store, overwrite, resume)
+        return
+    # Ctrl-C is this process's to handle: the layout (under a second) is finished, and the store marked as
+    # interrupted, rather than a traceback printed from the forked process
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                             initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+        future = pool.submit(prepare_store, plan, store, overwrite, resume, os.getpid())
+
+        def wait() -> None:
+            try:
+                future.result()
+            finally:
+                pool.shutdown()  # the forked process is not kept for the run
+
+        yield wait
+
+
+def execute(plan: Plan, store: StoreLocation, *, overwrite: bool, resume: bool, scheduler: str | None,
+            workers: int, progress: bool) -> tuple[list[BatchResult], list[BatchFailure]]:
+    """Lay out (or reopen) the store of ``plan``, then run every batch into it: on the cluster at ``scheduler``,
+    on a LocalCluster of ``workers`` processes, or here when there is a single batch or a single worker.
+
+    Returns the batches' results and the batches that failed for good; the store is marked interrupted if this
+    is stopped.
+    """
+    use_cluster = bool(scheduler) or (workers > 1 and len(plan.batches) > 1)
+    # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do)
+    aside = store.shared and (use_cluster or not kernel_loaded(plan))
+    with _store_prepared_aside(plan, store, overwrite, resume, aside) as store_ready, \
+            cluster_client(plan, scheduler, workers) if use_cluster else nullcontext() as client:
+        if client is None:
+            load_kernel(plan)
+        store_ready()
+        return _run(plan, store, client, progress)
+
+
+def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bool,
+         ) -> tuple[list[BatchResult], list[BatchFailure]]:
+    """Run every batch, on the cluster of ``client`` or one after the other in this process, with a progress bar
+    (the store is marked interrupted if this is stopped)."""
+    results: list[BatchResult] = []
+    failures: list[BatchFailure] = []
+    try:
+        with _progress_bar(plan.total_run_steps, progress) as bar:
+            runs_done = 0
+
+            def on_batch_done(batch: BatchSpec) -> None:
+                nonlocal runs_done
+                runs_done += len(plan.runs(batch))
+                bar.set_postfix_str(f"runs {runs_done}/{plan.n_runs} done", refresh=True)
+
+            if client is not None:
+                def on_dashboard(link: str) -> None:
+                    if progress:
+                        bar.write(f"Dask dashboard: {link}")
+                results, failures = run_on_cluster(client, plan, str(store), bar.update, on_dashboard,
+                                                   on_batch_done=on_batch_done)
+            else:
+                for batch in plan.batches:
+                    results.append(batch_task(str(store), plan, batch, report=bar.update))
+                    on_batch_done(batch)
+    except BaseException:
+        update_attrs(store, status="interrupted", ended=now())
+        raise
+    return results, failures
 
 
 def local_processes() -> bool:

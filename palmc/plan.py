@@ -15,11 +15,13 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.engine.variables import Variable, variables_for
+from palmc.schema.sweep import coordinate_names, label
 
 CHUNK_BYTES_PER_RUN = 2**20  # target size of one stored chunk of the largest variable
 MAX_CHUNK_STEPS = 2_000_000  # a chunk spans at most this many steps: progress and checkpoints stay frequent
@@ -47,6 +49,7 @@ class Variant:
 
     index: int
     values: dict[str, object]  # swept field path -> value ({} without a sweep)
+    label: str  # the swept values as text, e.g. ``tauxi=1.0, taur=0.0`` ('' without a sweep)
     protocol: Protocol
     every: int  # record every this many steps
     model_params: dict[str, ModelParams]
@@ -69,11 +72,11 @@ class Plan:
     model_names: list[str]
     variants: list[Variant]
     swept: list[str]  # swept field paths; empty = no sweep and no 'variant' dim in the store
-    variables: list[Variable]
-    chunk_records: int
     batches: list[BatchSpec]
     engine: str
     seeds_per_batch: int
+    variables: list[Variable]
+    chunk_records_asked: int | None  # the experiment's recording.chunk_records (None: chosen by size)
 
     # the first variant's settings (the only ones without a sweep)
     @property
@@ -105,9 +108,25 @@ class Plan:
     def n_records(self) -> int:
         return len(self.record_steps)
 
+    def coordinate_names(self, reserved: frozenset[str]) -> dict[str, str]:
+        """The store coordinate of each swept path, avoiding the names in ``reserved``."""
+        return coordinate_names(self.swept, reserved)
+
     def record_positions(self, variant: Variant) -> np.ndarray:
         """Positions on the store's time axis of ``variant``'s records."""
         return np.searchsorted(self.record_steps, variant.record_steps)
+
+    @cached_property
+    def chunk_records(self) -> int:
+        """Records per stored chunk along time: the experiment's choice, else about CHUNK_BYTES_PER_RUN of the
+        largest variable and at most MAX_CHUNK_STEPS steps (small networks record few bytes, and a chunk is also
+        the unit of progress reports and checkpoints); never more than the records of a run."""
+        n_records = max(max(v.n_records for v in self.variants), 1)
+        if self.chunk_records_asked:
+            return int(max(1, min(self.chunk_records_asked, n_records)))
+        largest = max((int(np.prod(v.record_shape(self.layers))) * 8 for v in self.variables), default=8)
+        by_size = CHUNK_BYTES_PER_RUN // max(largest, 1)
+        return int(max(1, min(n_records, by_size, MAX_CHUNK_STEPS // min(v.every for v in self.variants))))
 
     @property
     def n_runs(self) -> int:
@@ -163,14 +182,6 @@ def make_batches(n_seeds: int, groups_per_variant: list[list[slice]], seeds_per_
     return batches
 
 
-def auto_chunk_records(variables: list[Variable], layers: tuple[int, ...], n_records: int, every: int) -> int:
-    """Records per chunk: about CHUNK_BYTES_PER_RUN of the largest variable, and at most MAX_CHUNK_STEPS steps
-    (small networks record few bytes, and a chunk is also the unit of progress reports and checkpoints)."""
-    largest = max((int(np.prod(v.record_shape(layers))) * 8 for v in variables), default=8)
-    by_size = CHUNK_BYTES_PER_RUN // max(largest, 1)
-    return int(max(1, min(n_records, by_size, MAX_CHUNK_STEPS // every)))
-
-
 def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None = None,
               workers: int | None = None) -> Plan:
     """Resolve an :class:`~palmc.schema.Experiment` into a :class:`Plan`.
@@ -181,16 +192,11 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
         seeds_per_batch = max(1, math.ceil(len(experiment.seeds) / (workers or default_workers())))
     names = experiment.model_names()
     variants = [
-        Variant(index, values, exp.protocol(), int(exp.recording.every),
+        Variant(index, values, label(values), exp.protocol(), int(exp.recording.every),
                 {name: exp.model_params(name) for name in names})
         for index, (values, exp) in enumerate(experiment.variants())
     ]
     model_kinds = {p.model for v in variants for p in v.model_params.values()}
-    variables = variables_for(list(experiment.recording.variables), experiment.task, model_kinds)
-    n_records = max(v.n_records for v in variants)
-    layers = variants[0].model_params[names[0]].layers
-    chunk = experiment.recording.chunk_records or auto_chunk_records(
-        variables, layers, max(n_records, 1), min(v.every for v in variants))
     return Plan(
         name=experiment.name,
         experiment_yaml=experiment.to_yaml(),
@@ -198,10 +204,10 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
         model_names=names,
         variants=variants,
         swept=experiment.sweep.paths() if experiment.sweep is not None else [],
-        variables=variables,
-        chunk_records=int(max(1, min(chunk, max(n_records, 1)))),
         batches=make_batches(len(experiment.seeds), [model_groups(names, v.model_params) for v in variants],
                              seeds_per_batch),
         engine=engine or experiment.compute.engine,
         seeds_per_batch=seeds_per_batch,
+        variables=variables_for(list(experiment.recording.variables), experiment.task, model_kinds),
+        chunk_records_asked=experiment.recording.chunk_records,
     )

@@ -65,7 +65,10 @@ def kernel_loaded(plan: Plan) -> bool:
     if plan.engine != "compiled":
         return True
     kernel = sys.modules.get("palmc.engine.kernel")  # not imported (numba neither, ~0.3 s): not loaded
-    return kernel is not None and kernel.loaded(kernel_layouts(plan))
+    if kernel is None:
+        return False
+    layouts = kernel_layouts(plan)
+    return kernel.loaded(layouts)
 
 
 def load_kernel(plan: Plan) -> None:
@@ -73,7 +76,8 @@ def load_kernel(plan: Plan) -> None:
     if not kernel_loaded(plan):
         from palmc.engine import kernel
 
-        kernel.load(kernel_layouts(plan))
+        layouts = kernel_layouts(plan)
+        kernel.load(layouts)
 
 
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,

@@ -73,7 +73,7 @@ def test_local_cluster_serves_its_dashboard(experiment: Path, single: Path, tmp_
     """The address reported for the local cluster answers with the dashboard's pages (connected after start)."""
     from urllib.request import urlopen
 
-    from palmc.api import prepare_store
+    from palmc.store.writer import prepare_store
     from palmc.distributed import cluster_client, run_on_cluster
     from palmc.plan import make_plan
     from palmc.schema import load_experiment

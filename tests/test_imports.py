@@ -26,7 +26,10 @@ PENDING_UPWARD = {("palmc.engine.kernel", "palmc.store.recorder")}
 LAYERS = [
     ("palmc.engine", ("palmc.store", "palmc.query", "palmc.plots", "palmc.api", "palmc.cli", "palmc.plan",
                       "palmc.runner", "palmc.distributed")),
-    ("palmc.store", ("palmc.query", "palmc.plots", "palmc.api", "palmc.cli")),
+    ("palmc.store", ("palmc.query", "palmc.plots", "palmc.api", "palmc.cli", "palmc.runner", "palmc.distributed",
+                     "palmc.schema")),  # the plan hands the store what it needs of the experiment
+    ("palmc.plan", ("palmc.store", "palmc.runner", "palmc.distributed", "palmc.query", "palmc.plots", "palmc.api",
+                    "palmc.cli")),  # the variable declaration serves the plan and the store alike
 ]
 
 
@@ -139,3 +142,16 @@ def test_pending_exceptions_are_still_needed() -> None:
     found = [frozenset(c) for c in circles(GRAPH)]
     assert all(pending in found for pending in PENDING_CIRCLES), "the kernels' circle is gone: drop its exception"
     assert all(target in GRAPH[name] for name, target in PENDING_UPWARD), "the kernel's store import is gone"
+
+
+def test_api_hands_the_plan_on_once() -> None:
+    """``api.simulate`` makes the plan and hands it to one function of another module, the executor (which
+    gives it to the store and the runner); the rest of its uses are the API's own reporting."""
+    tree = ast.parse(MODULES["palmc.api"].read_text(encoding="utf-8"))
+    simulate = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "simulate")
+    own = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    handed = [call.func.id if isinstance(call.func, ast.Name) else ast.unparse(call.func)
+              for call in ast.walk(simulate) if isinstance(call, ast.Call)
+              and any(isinstance(arg, ast.Name) and arg.id == "plan"
+                      for arg in [*call.args, *(k.value for k in call.keywords)])]
+    assert [name for name in handed if name not in own] == ["execute"]

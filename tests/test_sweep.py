@@ -101,7 +101,7 @@ def test_sweep_results_do_not_depend_on_batching_or_resume(tmp_path: Path) -> No
     # an interrupted store: only the first batches ran, the rest resume from nothing, in batches of one seed
     experiment = load_experiment(path)
     plan = make_plan(experiment, seeds_per_batch=1, workers=1, engine="numpy")
-    from palmc.api import prepare_store
+    from palmc.store.writer import prepare_store
 
     prepare_store(plan, tmp_path / "parts.zarr", overwrite=False, resume=False)
     for batch in plan.batches[:3]:

@@ -23,10 +23,13 @@ LAYERS = (2, 4, 3, 2)  # fw_bw needs as many inputs as outputs; ragged, so that 
 
 def make_sim(models: tuple[str, ...] = ("PAL", "BP"), task: str = "fw_bw") -> Simulation:
     L = len(LAYERS) - 1
-    runs = [RunSpec(seed=11 + i, model_name=m, params=ModelParams(
-        model=m, layers=LAYERS, activations=("logistic",) * L, eta_fw=(1.0,) * L, eta_bw=(5.0 if m == "PAL" else 0.0,) * (L - 1),
-        eta_IP=(0.5,) * (L - 1), eta_PI=(0.5,) * (L - 1), alpha=(1e-3,) * (L - 1), noise_scale=(0.05,) * (L - 1)),
-        input_seed=11, teacher_seed_source=11) for i, m in enumerate(models)]
+    def params(model: str) -> ModelParams:
+        return ModelParams(model=model, layers=LAYERS, activations=("logistic",) * L, eta_fw=(1.0,) * L,
+                           eta_bw=(5.0 if model == "PAL" else 0.0,) * (L - 1), eta_IP=(0.5,) * (L - 1),
+                           eta_PI=(0.5,) * (L - 1), alpha=(1e-3,) * (L - 1), noise_scale=(0.05,) * (L - 1))
+
+    runs = [RunSpec(seed=11 + i, model_name=m, params=params(m), input_seed=11, teacher_seed_source=11)
+            for i, m in enumerate(models)]
     return Simulation(runs, Protocol(task=task, dataset_size=3, epochs=2, steps_per_presentation=5,
                                      settling_steps=10))
 

@@ -16,8 +16,10 @@ import platform
 import shutil
 import socket
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import dask.array as da
 import numpy as np
@@ -44,7 +46,8 @@ class StoreError(Exception):
     """A store cannot be created, written or resumed; the message says why."""
 
 
-def _now() -> str:
+def now() -> str:
+    """The current UTC time as the store's attributes give it."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -82,13 +85,11 @@ def _time_coords(plan: Plan) -> dict[str, xr.Variable]:
 
 def _variant_coords(plan: Plan, taken: set[str]) -> dict[str, xr.Variable]:
     """Coordinates along 'variant': index, label, the swept values and each variant's time course."""
-    from palmc.schema.sweep import coordinate_names, label
-
     fixed = {"variant", "variant_label", "last_record", "presentation_steps", "steps_total", "record_every_steps"}
-    names = coordinate_names(plan.swept, frozenset(taken | fixed))
+    names = plan.coordinate_names(frozenset(taken | fixed))
     coords = {
         "variant": xr.Variable("variant", np.arange(len(plan.variants), dtype=np.int64)),
-        "variant_label": xr.Variable("variant", np.array([label(v.values) for v in plan.variants], dtype=object),
+        "variant_label": xr.Variable("variant", np.array([v.label for v in plan.variants], dtype=object),
                                      {"long_name": "swept values of the variant"}),
     }
     for path, name in names.items():
@@ -179,8 +180,8 @@ def template(plan: Plan) -> xr.Dataset:
         "versions": json.dumps(_versions()),
         "host": socket.gethostname(),
         "user": getpass.getuser(),
-        "created": _now(),
-        "started": _now(),
+        "created": now(),
+        "started": now(),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
@@ -194,14 +195,39 @@ def create_store(plan: Plan, path: "str | Path | StoreLocation", overwrite: bool
     location = StoreLocation(path)
     refuse_existing(location, overwrite)
     try:
-        if location.is_local:
-            _create_local(plan, location.path)
-        else:
-            if location.exists():
-                location.remove()
-            _write_template(plan, location.url)
+        with _new_store_at(location) as target:
+            _write_template(plan, target)
     except OSError as err:
         raise StoreError(f"cannot write the store {location}: {err.strerror or err}") from err
+
+
+def prepare_store(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool, pid: int | None = None) -> None:
+    """Create the store, or check that an existing one can be resumed; ``pid`` (default: this process) is the
+    process recorded as running it."""
+    pid = os.getpid() if pid is None else pid
+    if resume and store.exists():
+        try:
+            attrs = read_attrs(store)
+        except Exception as err:  # noqa: BLE001 - any unreadable store is refused the same way
+            raise StoreError(f"{store} is not a palmc store that can be resumed ({err})") from err
+        if attrs.get("experiment_sha256") != plan.experiment_sha256:
+            raise StoreError(
+                f"{store} was written by a different experiment ({attrs.get('name', '?')!r}); "
+                "resume it with the experiment file that created it, or choose another output"
+            )
+        update_attrs(store, status="running", pid=pid, host=socket.gethostname(), resumed=now())
+        return
+    create_store(plan, store, overwrite=overwrite)
+    update_attrs(store, pid=pid)
+
+
+def finish_store(path: "str | Path | StoreLocation", status: np.ndarray, diverged_step: np.ndarray,
+                 steps_total: int) -> None:
+    """Write the runs' outcomes (:func:`write_run_status`) and mark the store complete, or failed if a run failed."""
+    write_run_status(path, status, diverged_step)
+    failed = bool((status == "failed").any())
+    update_attrs(path, status="failed" if failed else "complete", steps_done=0 if failed else steps_total,
+                 ended=now())
 
 
 def refuse_existing(location: StoreLocation, overwrite: bool) -> None:
@@ -216,7 +242,17 @@ def _write_template(plan: Plan, target: str) -> None:
     zarr.open_group(f"{target}/{CHECKPOINT_DIR}", mode="w", zarr_format=3)
 
 
-def _create_local(plan: Plan, path: Path) -> None:
+@contextmanager
+def _new_store_at(location: StoreLocation) -> Iterator[str]:
+    """Where to write a new store: for a local store, a staging folder next to it that replaces the old store
+    when the block ends without error (a failure leaves the old one untouched); for a URL, the URL itself, its
+    old store removed first (object stores cannot swap)."""
+    if not location.is_local:
+        if location.exists():
+            location.remove()
+        yield location.url
+        return
+    path = location.path
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +260,7 @@ def _create_local(plan: Plan, path: Path) -> None:
     except OSError as err:
         raise StoreError(f"cannot create the store {path}: {err.strerror or err}") from err
     try:
-        _write_template(plan, str(staging / "store.zarr"))
+        yield str(staging / "store.zarr")
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging / "store.zarr", path)
