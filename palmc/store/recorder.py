@@ -21,7 +21,6 @@ class ChunkRecorder:
         # the State fields a record reads: a compiled engine need keep only these current at record steps
         self.fields_read: tuple[str, ...] = fields_read(variables)
         self.every = every
-        self.chunk_records = chunk_records
         self.layers = sim.params.layers
         self.n_runs = len(sim.runs)
         # for each variable, the runs whose model does not have it (recorded as NaN)
