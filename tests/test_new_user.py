@@ -43,3 +43,54 @@ def test_quickstart_fa_is_the_same_with_or_without_an_eta_bw_override(tmp_path: 
         np.testing.assert_array_equal(plain[var].values, override[var].values)
     bpp = plain["BPP"].sel(layer=1).values
     np.testing.assert_array_equal(bpp[0], bpp[-1])  # FA's feedback never moves
+
+
+# -- 7. clean exit-2 messages with hints ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["simulate", str(QUICKSTART), "-o", "s3://bucket/run.zarr"],
+                                     ["info", "s3://bucket/run.zarr"], ["plot", "s3://bucket/run.zarr"]])
+def test_s3_without_s3fs_names_the_package(command: list[str], tmp_path: Path) -> None:
+    pytest.importorskip("fsspec")
+    try:
+        import s3fs  # noqa: F401
+        pytest.skip("s3fs is installed")
+    except ImportError:
+        pass
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "pip install s3fs" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 2
+
+
+def test_validate_on_a_reference_params_json_hints_convert(tmp_path: Path) -> None:
+    params = {"_comment": "reference", "layers": [5, 20, 5], "dt": 0.01, "Tpres": 10.0, "eta_fw": [0, 0],
+              "eta_bw": [1.0], "model_type": "PAL", "seeds": [1], "_comment ": "x"}
+    text = json.dumps(params)[:-1] + ', "dt": 0.01, "Tpres": 10.0}'  # the reference's files repeat keys
+    path = tmp_path / "params.json"
+    path.write_text(text)
+    for command in ("validate", "simulate"):
+        result = runner.invoke(app, [command, str(path)])
+        assert result.exit_code == 2, result.output
+        assert "palmc convert" in result.output and "duplicate" not in result.output
+        assert not list(tmp_path.glob("*.zarr"))
+    result = runner.invoke(app, ["validate", str(QUICKSTART)])  # a palmc experiment is not mistaken for one
+    assert result.exit_code == 0, result.output
+
+
+# -- 10. CLI habits ---------------------------------------------------------------------------------------------
+
+def test_version_and_short_help() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"palmc {palmc.__version__}"
+    for command in ([], ["simulate"], ["analyze"]):
+        short, long = runner.invoke(app, [*command, "-h"]), runner.invoke(app, [*command, "--help"])
+        assert short.exit_code == 0 and short.output == long.output
+
+
+def test_help_has_no_typer_noise() -> None:
+    result = runner.invoke(app, ["simulate", "--help"], terminal_width=120)
+    assert "simulate [OPTIONS] EXPERIMENT" in " ".join(result.output.split())
+    assert "{experiment}" not in result.output and "<bool>" not in result.output
+    assert "--no-progress" in result.output and "<int>" in result.output  # typed options keep their type
+    result = runner.invoke(app, ["plot", "--help"], terminal_width=120)
+    assert "STORE [QUERIES]" in result.output and "<bool>" not in result.output
