@@ -225,6 +225,18 @@ def analyze(
 
 
 @app.command()
+def metrics(name: Optional[str] = typer.Argument(None, help="One metric to describe (default: all).")) -> None:
+    """List the metrics of queries: description, units, the variables each needs and its arguments."""
+    from palmc.query import describe_metrics, get_metric
+
+    try:
+        typer.echo(describe_metrics(details=True) if name is None else get_metric(name).describe())
+    except _user_errors() as err:
+        _fail(str(err))
+    typer.echo("\nAny recorded variable can be queried too (variable: NAME); the query language: docs/queries.md")
+
+
+@app.command()
 def plot(
     store: str = typer.Argument(..., help="A palmc Zarr store (path or URL)."),
     queries: Optional[Path] = typer.Argument(None, help="Optional YAML file of queries to plot."),

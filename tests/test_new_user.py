@@ -94,3 +94,59 @@ def test_help_has_no_typer_noise() -> None:
     assert "--no-progress" in result.output and "<int>" in result.output  # typed options keep their type
     result = runner.invoke(app, ["plot", "--help"], terminal_width=120)
     assert "STORE [QUERIES]" in result.output and "<bool>" not in result.output
+
+
+# -- 2. analysis is discoverable --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("new_user")
+    exp = write_experiment(directory, layers=(3, 4, 3, 2), models="  - {kind: BP}\n  - {kind: FA}\n  - {kind: PAL}",
+                           seeds=(11, 12, 13), epochs=3, every=5, variables="WPP, BPP, vbas")
+    return palmc.simulate(exp, workers=1, engine="numpy", progress=False)
+
+
+def test_metrics_command_lists_every_metric_with_units_needs_and_arguments() -> None:
+    from palmc.query import METRICS
+
+    result = runner.invoke(app, ["metrics"])
+    assert result.exit_code == 0, result.output
+    for name, entry in METRICS.items():
+        assert f"\n{name}\n" in f"\n{result.output}"
+        assert f"needs      {', '.join(entry.requires)}" in result.output
+    assert "arguments  forward='ann'" in result.output and "units      deg" in result.output
+    one = runner.invoke(app, ["metrics", "angle_BPP_WPPT"])
+    assert one.exit_code == 0 and "(W^PP_{l+1})^T" in one.output and "MSE" not in one.output.split("\n\n")[0]
+    bad = runner.invoke(app, ["metrics", "angle_nope"])
+    assert bad.exit_code == 2 and "angle_BPP_WPPT" in bad.output
+
+
+def test_queries_doc_is_current() -> None:
+    from palmc.query.reference import docs_path, queries_markdown
+
+    assert docs_path().read_text(encoding="utf-8") == queries_markdown(), \
+        "docs/queries.md is out of date: run python -m palmc.query.reference"
+    text = queries_markdown()
+    for key in ("per_sample_end", "moving_window", "quantile", "over", "phase", "epoch", "variant"):
+        assert f"`{key}`" in text
+
+
+def test_readme_lists_the_metrics_and_one_example_per_aggregation_and_reduction(small_store: Path,
+                                                                                tmp_path: Path) -> None:
+    from palmc.query import METRICS, run_query_file
+    from palmc.query.reference import AGGREGATION_EXAMPLES, REDUCTION_EXAMPLES, example_file
+
+    readme = (ROOT / "README.md").read_text()
+    analysis = readme.split("### Analysis and plots")[1].split("\n### ")[0]
+    for name in METRICS:
+        assert f"| `{name}` |" in analysis
+    ds = palmc.open(small_store)
+    for examples in (AGGREGATION_EXAMPLES, REDUCTION_EXAMPLES):
+        text = example_file(examples)
+        assert text in analysis
+        path = tmp_path / "q.yaml"
+        path.write_text(text)
+        results = run_query_file(ds, path)
+        assert set(results) == set(examples)
+        for name, result in results.items():
+            assert np.isfinite(result.sel(model="PAL").values).any(), name
