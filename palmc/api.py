@@ -19,6 +19,7 @@ from palmc.distributed import (SCHEDULER_ENV, BatchFailure, batch_task, can_fork
                                read_progress_files, run_on_cluster)
 from palmc.plan import BatchSpec, Plan, make_plan
 from palmc.runner import BatchResult, kernel_loaded, load_kernel
+from palmc.store.layout import decode_run_status, load_small_coords
 from palmc.store.location import StoreLocation
 from palmc.store.writer import (StoreError, _now, create_store, read_attrs, refuse_existing, update_attrs,
                                 write_run_status)
@@ -235,8 +236,9 @@ class RunFailures(Exception):
 
 
 def open(store: str | Path) -> xr.Dataset:  # noqa: A001 - mirrors xr.open_zarr
-    """Open a store (local path or fsspec URL) lazily (dask-backed variables)."""
-    return xr.open_zarr(str(StoreLocation(store)), consolidated=False)
+    """Open a store (local path or fsspec URL): data variables lazily (dask-backed), the small coordinates (phase,
+    epoch, step, ...) in memory."""
+    return load_small_coords(xr.open_zarr(str(StoreLocation(store)), consolidated=False))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -268,6 +270,12 @@ def _progress_line(path: StoreLocation, ds: xr.Dataset) -> str:
     return f"{done} / {total} run-steps ({100 * done / max(total, 1):.1f} %), {per_run} steps per run"
 
 
+def _run_counts(ds: xr.Dataset) -> str:
+    """How many runs are pending, complete, diverged or failed (from ``run_status``)."""
+    names = list(decode_run_status(ds["run_status"].values, ds["run_status"].attrs).ravel())
+    return ", ".join(f"{names.count(name)} {name}" for name in sorted(set(names)))
+
+
 def info(store: str | Path) -> str:
     """A human summary of a store."""
     path = StoreLocation(store)
@@ -280,6 +288,7 @@ def info(store: str | Path) -> str:
         f"store        {path}",
         f"experiment   {attrs.get('name', '?')}  (task {attrs.get('task', '?')})",
         f"status       {store_status(attrs)}: {_progress_line(path, ds)}",
+        *([f"runs         {_run_counts(ds)}"] if "run_status" in ds.data_vars else []),
         f"models       {', '.join(map(str, ds['model'].values))}",
         f"seeds        {', '.join(map(str, ds['seed'].values))}",
         *([f"variants     {'; '.join(map(str, ds['variant_label'].values))}"] if "variant" in ds.dims else []),

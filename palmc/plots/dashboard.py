@@ -46,6 +46,7 @@ from palmc.plots.curves import (
     trajectories,
 )
 from palmc.plots.linked import linked_holomaps, render_bokeh
+from palmc.store.layout import decode_run_status
 
 __all__ = ["build_dashboard", "default_metrics", "save_dashboard"]
 
@@ -155,7 +156,7 @@ def _header(ds: xr.Dataset, source: str | None) -> str:
         rows.append(("variants", "; ".join(variants[:12]) + (f"; ... ({len(variants)} variants)"
                                                              if len(variants) > 12 else "")))
     if "run_status" in ds.data_vars:
-        status = [str(s) for s in np.asarray(ds["run_status"].values).ravel()]
+        status = list(decode_run_status(ds["run_status"].values, ds["run_status"].attrs).ravel())
         counts = {s: status.count(s) for s in sorted(set(status))}
         rows.append(("runs", ", ".join(f"{n} {s}" for s, n in counts.items())))
     if source:

@@ -25,7 +25,7 @@ import xarray as xr
 import zarr
 
 from palmc.plan import BatchSpec, Plan
-from palmc.store.layout import record_shape
+from palmc.store.layout import encode_run_status, record_shape, run_status_attrs
 from palmc.store.location import StoreLocation
 
 CHECKPOINT_DIR = "_palmc_checkpoints"
@@ -156,8 +156,7 @@ def template(plan: Plan) -> xr.Dataset:
         data_vars[var.name] = xr.Variable(dims, data, {
             "long_name": var.long_name, "units": var.units, "symbol": var.symbol},
             encoding={"compressors": (record_compressor(),)})
-    data_vars["run_status"] = xr.Variable(runs, np.full(run_shape, "pending", dtype=object), {
-        "long_name": "outcome of the run: pending, complete, diverged or failed"})
+    data_vars["run_status"] = xr.Variable(runs, encode_run_status(np.full(run_shape, "pending")), run_status_attrs())
     data_vars["diverged_step"] = xr.Variable(runs, np.full(run_shape, -1, dtype=np.int64), {
         "long_name": "first recorded step with a non-finite state (-1: never)"})
     p0 = params[0]
@@ -270,7 +269,7 @@ def write_run_status(path: "str | Path | StoreLocation", status: np.ndarray, div
     """Write the per-run outcome arrays, shape (seed, model[, variant]), in one go (only the coordinator does)."""
     dims = ("seed", "model", "variant")[:status.ndim]
     xr.Dataset({
-        "run_status": xr.Variable(dims, status.astype(object)),
+        "run_status": xr.Variable(dims, encode_run_status(status)),
         "diverged_step": xr.Variable(dims, diverged_step.astype(np.int64)),
     }).to_zarr(str(StoreLocation(path)), region={d: slice(None) for d in dims}, consolidated=False, zarr_format=3)
 
