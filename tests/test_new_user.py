@@ -150,3 +150,97 @@ def test_readme_lists_the_metrics_and_one_example_per_aggregation_and_reduction(
         assert set(results) == set(examples)
         for name, result in results.items():
             assert np.isfinite(result.sel(model="PAL").values).any(), name
+
+
+# -- 4. the store as xarray users expect ------------------------------------------------------------------------
+
+def test_dataset_wide_operations_work_on_a_store(small_store: Path) -> None:
+    import xarray as xr
+
+    ds = palmc.open(small_store)
+    assert ds["run_status"].dtype.kind == "i"
+    assert ds["run_status"].attrs["flag_meanings"].split()[ds["run_status"].attrs["flag_values"].index(1)] == "complete"
+    assert (ds.palmc.run_status().values == "complete").all()
+    training = ds.where(ds.phase == "training")  # raised DTypePromotionError with a text run_status
+    assert np.isnan(training["WPP"].isel(time=0)).all() and not np.isnan(training["WPP"].isel(time=-1)).all()
+    filled = ds.fillna(0)
+    assert not np.isnan(filled["WPP"].values).any()
+    for plain in (xr.open_zarr(small_store, consolidated=False),):  # a plain open_zarr too: ints, not text
+        assert plain["run_status"].dtype.kind == "i"
+        plain.fillna(0)
+
+
+def test_small_coordinates_are_in_memory_and_attrs_are_numbers(small_store: Path) -> None:
+    ds = palmc.open(small_store)
+    for name in ("phase", "epoch", "step", "layer_size", "model_kind", "gl"):
+        assert isinstance(ds[name].variable._data, np.ndarray) or ds[name].variable._in_memory, name
+        assert ds[name].chunks is None, name
+    assert ds["WPP"].chunks is not None  # the data stay lazy
+    mask = ds.epoch >= 2
+    assert ds.sel(time=mask).sizes["time"] == int(mask.sum())
+    assert ds.attrs["dt"] == 0.01 and ds.attrs["Tpres"] == 0.1 and isinstance(ds.attrs["steps_total"], int)
+
+
+def test_accessor_queries_and_lists_metrics(small_store: Path) -> None:
+    ds = palmc.open(small_store)
+    direct = palmc.query(ds, "angle_BPP_WPPT", aggregate="last", reduce="mean")
+    via = ds.palmc.query("angle_BPP_WPPT", aggregate="last", reduce="mean")
+    np.testing.assert_array_equal(direct.values, via.values)
+    table = ds.palmc.metrics()
+    assert bool(table.loc["angle_BPP_WPPT", "available"]) and table.loc["angle_BPP_WPPT", "units"] == "deg"
+    assert not bool(table.loc["MSE", "available"]) and "MSE" in table.loc["MSE", "missing"]
+    assert table.loc["angle_dWPP_BP", "arguments"] == "forward='ann'"
+
+
+def test_info_counts_the_runs(small_store: Path) -> None:
+    result = runner.invoke(app, ["info", str(small_store)])
+    assert result.exit_code == 0 and "runs         9 complete" in result.output
+
+
+# -- 5. analyze -o keeps what the results say --------------------------------------------------------------------
+
+ANALYZE_QUERIES = """\
+queries:
+  final: {metric: angle_BPP_WPPT, select: {layer: 1, model: PAL}, aggregate: last}
+  band: {metric: angle_BPP_WPPT, aggregate: last, reduce: {quantile: [0.1, 0.9]}}
+  weights: {variable: WPP, select: {model: PAL, seed: 11}, aggregate: last}
+"""
+
+
+def test_analyze_csv_keeps_integers_selected_dims_units_time_and_drops_padding(small_store: Path,
+                                                                              tmp_path: Path) -> None:
+    import pandas as pd
+
+    queries = tmp_path / "q.yaml"
+    queries.write_text(ANALYZE_QUERIES)
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["analyze", str(small_store), str(queries), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert ",11.0," not in text and "123.0" not in text
+    table = pd.read_csv(out)
+    last_time = float(palmc.open(small_store)["time"].values[-1])
+    final = table[table["query"] == "final"]
+    assert len(final) == 3 and (final["model"] == "PAL").all() and (final["layer"] == 1).all()
+    assert sorted(final["seed"].astype(int)) == [11, 12, 13] and (final["units"] == "deg").all()
+    assert (final["time"] == last_time).all()
+    band = table[table["query"] == "band"]
+    assert len(band) == 2 * 2 * 3 and (band["time"] == last_time).all()  # layers x quantiles x models
+    weights = table[table["query"] == "weights"]
+    assert len(weights) == 4 * 3 + 3 * 4 + 2 * 3  # the real weights of a 3-4-3-2 network, no padding
+    assert weights["value"].notna().all() and (weights["seed"] == 11).all() and (weights["units"] == "1").all()
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_analyze_nc_and_zarr_keep_the_labels(small_store: Path, tmp_path: Path, suffix: str) -> None:
+    from palmc.query import load_results
+
+    queries = tmp_path / "q.yaml"
+    queries.write_text(ANALYZE_QUERIES)
+    out = tmp_path / f"out{suffix}"
+    assert runner.invoke(app, ["analyze", str(small_store), str(queries), "-o", str(out)]).exit_code == 0
+    back = load_results(out)
+    last_time = float(palmc.open(small_store)["time"].values[-1])
+    assert float(back["final"]["time"]) == last_time and int(back["final"]["layer"]) == 1
+    assert str(back["final"]["model"].values) == "PAL" and back["final"]["seed"].dtype.kind == "i"
+    assert float(back["band"]["time"]) == last_time

@@ -46,6 +46,7 @@ from palmc.query.variants import (
     trim_records,
     variant_labels,
 )
+from palmc.store.layout import load_small_coords
 
 __all__ = ["evaluate", "open_store", "query", "run_queries", "run_query_file"]
 
@@ -54,8 +55,9 @@ _DIM_ORDER = ("time", "layer", "neuron", "pre", "quantile", "seed", "model", VAR
 
 
 def open_store(path: str | Path, **kwargs: Any) -> xr.Dataset:
-    """Open a palmc Zarr store lazily (dask-backed): ``xr.open_zarr(path, consolidated=False, **kwargs)``."""
-    return xr.open_zarr(path, consolidated=False, **kwargs)
+    """Open a palmc Zarr store lazily (dask-backed): ``xr.open_zarr(path, consolidated=False, **kwargs)``, with
+    the small coordinates (phase, epoch, step, ...) in memory."""
+    return load_small_coords(xr.open_zarr(path, consolidated=False, **kwargs))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,7 +217,11 @@ def _reduce(da: xr.DataArray, red: Reduce, what: str) -> xr.DataArray:
     if da.chunks is not None and red.how in ("median", "quantile"):
         da = da.chunk({d: -1 for d in dims})
     if red.how == "quantile":
-        return da.quantile(red.quantile, dim=dims, keep_attrs=True)
+        out = da.quantile(red.quantile, dim=dims, keep_attrs=True)
+        # quantile drops every coordinate that is not a dim: keep those the reduction leaves meaningful (the time
+        # of a value after `last`, the selected model or layer, step, phase, ...)
+        kept = {c: da[c] for c in da.coords if c not in out.coords and not set(da[c].dims) & set(dims)}
+        return out.assign_coords(kept)
     return getattr(da, red.how)(dim=dims, keep_attrs=True)
 
 
