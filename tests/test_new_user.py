@@ -244,3 +244,46 @@ def test_analyze_nc_and_zarr_keep_the_labels(small_store: Path, tmp_path: Path, 
     assert float(back["final"]["time"]) == last_time and int(back["final"]["layer"]) == 1
     assert str(back["final"]["model"].values) == "PAL" and back["final"]["seed"].dtype.kind == "i"
     assert float(back["band"]["time"]) == last_time
+
+
+# -- 9. time blocks anchored at epoch starts; `last` on a running store -------------------------------------------
+
+def test_every_blocks_are_anchored_at_epoch_starts(small_store: Path) -> None:
+    ds = palmc.open(small_store)  # settling 0.3 ms, epochs of 0.3 ms (3 samples of Tpres 0.1), 3 epochs: 1.2 ms
+    last = float(ds["time"].values[-1])
+    blocks = palmc.query(ds, "angle_BPP_WPPT", aggregate={"every": "5 Tpres"}, select={"model": "PAL", "seed": 11})
+    np.testing.assert_allclose(blocks["time"].values, [0.3, 0.6, 0.9, 1.2])  # was 0.5, 1.0, 1.5 (after the end)
+    assert blocks["time"].values.max() <= last + 1e-12
+    blocks = palmc.query(ds, "angle_BPP_WPPT", aggregate={"every": "2 Tpres"}, select={"model": "PAL", "seed": 11})
+    np.testing.assert_allclose(blocks["time"].values, [0.2, 0.3, 0.5, 0.6, 0.8, 0.9, 1.1, 1.2])
+    raw = palmc.query(ds, "angle_BPP_WPPT", select={"model": "PAL", "seed": 11, "time": [0.30001, 0.5]})
+    np.testing.assert_allclose(blocks.sel(time=0.5).values, raw.mean("time").values, rtol=1e-12)
+
+
+def test_last_on_a_running_store_returns_each_runs_latest_record(small_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import zarr
+
+    from palmc.store.writer import update_attrs
+
+    store = tmp_path / "running.zarr"
+    shutil.copytree(small_store, store)
+    group = zarr.open_group(str(store), mode="r+", zarr_format=3)
+    written = {11: 9, 12: 14, 13: 23}  # records written so far per seed (the others are still NaN)
+    for name in ("WPP", "BPP", "vbas"):
+        array = group[name]
+        for position, (seed, n) in enumerate(written.items()):
+            index = (slice(n, None),) + (slice(None),) * (array.ndim - 3) + (position, slice(None))
+            array[index] = np.nan
+    update_attrs(store, status="running")
+    ds = palmc.open(store)
+    final = palmc.query(ds, "angle_BPP_WPPT", aggregate="last")
+    assert np.isfinite(final.values).all()
+    complete = palmc.open(small_store)
+    for seed, n in written.items():
+        expected = palmc.query(complete, "angle_BPP_WPPT").isel(time=n - 1).sel(seed=seed)
+        np.testing.assert_allclose(final.sel(seed=seed).values, expected.values, rtol=1e-12, atol=1e-9)
+        assert (final["time"].sel(seed=seed).values == complete["time"].values[n - 1]).all()
+    mean = palmc.query(ds, "angle_BPP_WPPT", aggregate="last", reduce="mean")
+    assert np.isfinite(mean.values).all()

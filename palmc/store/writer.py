@@ -172,6 +172,7 @@ def template(plan: Plan) -> xr.Dataset:
         "engine": plan.engine,
         "seeds_per_batch": plan.seeds_per_batch,
         "steps_total": plan.protocol.total_steps,
+        "settling_steps": plan.protocol.settling_steps,
         "run_steps_total": plan.total_run_steps,
         "swept": json.dumps(plan.swept),
         "steps_done": 0,
