@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import xarray as xr
 
-from palmc.distributed import (SCHEDULER_ENV, BatchFailure, batch_task, can_fork, cluster_client, default_workers,
-                               read_progress_files, run_on_cluster)
+from palmc.distributed import (SCHEDULER_ENV, BatchFailure, active_client, batch_task, can_fork, cluster_client,
+                               default_workers, read_progress_files, run_on_cluster)
 from palmc.plan import BatchSpec, Plan, make_plan
 from palmc.runner import BatchResult, kernel_loaded, load_kernel
 from palmc.store.layout import decode_run_status, load_small_coords
@@ -107,22 +108,27 @@ def _stored_attrs(store: StoreLocation) -> dict:
 
 def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
              engine: str | None = None, progress: bool = True, seeds_per_batch: int | None = None,
-             scheduler: str | None = None, workers: int | None = None) -> Path | str:
+             scheduler: "str | Client | object | None" = None, workers: int | None = None) -> Path | str:
     """Run every (seed, model) of ``experiment`` and write the recordings to the Zarr ``store``.
 
     ``store`` (a local path or an fsspec URL such as ``s3://bucket/run.zarr``) defaults to the experiment's
-    ``output.store``; returns the store's local Path, or its URL. Batches of runs are spread over a Dask cluster
-    (``scheduler`` address, ``$PALMC_SCHEDULER`` or the experiment's ``compute.scheduler``; else a LocalCluster
-    of ``workers`` single-threaded worker processes, by default one per core, forked from this process on Linux);
-    a plan of a single batch, or ``workers=1``, runs in-process.
+    ``output.store``; returns the store's local Path, or its URL. Batches of runs are spread over a Dask cluster:
+    ``scheduler`` (a ``Client``, a cluster such as ``LocalCluster`` or a dask-jobqueue one, or a scheduler
+    address), ``$PALMC_SCHEDULER`` or the experiment's ``compute.scheduler``; else the active client of this
+    process (a notebook's ``Client()``) unless ``workers`` is given; else a LocalCluster of ``workers``
+    single-threaded worker processes, by default one per core, forked from this process on Linux. A plan of a
+    single batch, or ``workers=1``, runs in-process.
     The store is streamed (memory stays bounded whatever the run length) and ``resume=True`` continues an
     interrupted store bit-exactly. Raises :class:`RunFailures` when runs failed or diverged (the store is
     complete for all the others).
     """
     experiment = _as_experiment(experiment)
     compute = getattr(experiment, "compute", None)
-    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or getattr(compute, "scheduler", None)
+    if scheduler is None or scheduler == "":
+        scheduler = os.environ.get(SCHEDULER_ENV) or getattr(compute, "scheduler", None) or None
     workers = workers or getattr(compute, "workers", None)
+    # a notebook's Client() is the user's cluster: used rather than a new one, unless workers were asked for
+    use_active = workers is None and scheduler is None and active_client() is not None
     n_workers = workers or default_workers()
     store = StoreLocation(store if store is not None else experiment.output.store)
     if resume and store.exists():
@@ -132,13 +138,13 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         engine = engine or stored.get("engine")
         seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
     plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
-    use_cluster = bool(scheduler) or (n_workers > 1 and len(plan.batches) > 1)
+    use_cluster = scheduler is not None or use_active or (n_workers > 1 and len(plan.batches) > 1)
     if not (resume and store.exists()):
         refuse_existing(store, overwrite)  # the common mistake fails before any cluster starts
     # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do)
     aside = store.shared and (use_cluster or not kernel_loaded(plan))
     with _store_prepared_aside(plan, store, overwrite, resume, aside) as store_ready, \
-            cluster_client(plan, scheduler, n_workers) if use_cluster else nullcontext() as client:
+            cluster_client(plan, scheduler, n_workers, _say, use_active) if use_cluster else nullcontext() as client:
         if client is None:
             load_kernel(plan)
         store_ready()
@@ -151,6 +157,13 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     if problems:
         raise RunFailures(str(store), problems)
     return store.path if store.is_local else store.url
+
+
+def _say(message: str) -> None:
+    """A line for the user on stderr, beside the progress bar (which it does not break)."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bool,
@@ -170,8 +183,7 @@ def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bo
 
             if client is not None:
                 def on_dashboard(link: str) -> None:
-                    if progress:
-                        bar.write(f"Dask dashboard: {link}")
+                    _say(f"Dask dashboard: {link}")  # also with --no-progress: the way to watch the run
                 results, failures = run_on_cluster(client, plan, str(store), bar.update, on_dashboard,
                                                    on_batch_done=on_batch_done)
             else:

@@ -126,14 +126,46 @@ def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
                             dashboard_address=":0", scheduler_kwargs={"dashboard": False}, preload=preload)
 
 
+def active_client() -> "Client | None":
+    """The Dask client that is active in this process (``distributed.default_client()``, e.g. one a notebook
+    created), or None. Dask is not imported for this: without it, no client can be active."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
 @contextmanager
-def cluster_client(plan: Plan, scheduler: str | None = None, workers: int | None = None) -> Iterator["Client"]:
-    """A client of the cluster at ``scheduler`` (or ``$PALMC_SCHEDULER``), else of a new LocalCluster closed on exit."""
+def cluster_client(plan: Plan, scheduler: "str | Client | object | None" = None, workers: int | None = None,
+                   say: Callable[[str], None] | None = None, use_active: bool = True) -> Iterator["Client"]:
+    """A client to run ``plan`` on: ``scheduler`` may be a ``Client`` (used as it is, left open), a cluster such
+    as a ``LocalCluster`` or a dask-jobqueue cluster (anything with a ``scheduler_address``), or a scheduler
+    address (``tcp://host:8786``, or ``$PALMC_SCHEDULER``). Without one, the active client of this process if there
+    is one (a notebook's ``Client()``) and ``use_active``, else a new LocalCluster, closed on exit. ``say`` is told which it is when
+    it is not a new LocalCluster."""
     from dask.distributed import Client
 
-    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
-    if scheduler:
-        with Client(scheduler) as client:
+    say = say or (lambda message: None)
+    if scheduler is None:
+        scheduler = os.environ.get(SCHEDULER_ENV) or None
+    if isinstance(scheduler, Client):
+        say(f"using the Dask client given ({scheduler.scheduler.address})")
+        yield scheduler
+        return
+    if scheduler is None and use_active and (active := active_client()) is not None:
+        say(f"using the active Dask client ({active.scheduler.address}); pass workers= or scheduler= to choose")
+        yield active
+        return
+    if scheduler is not None:
+        address = getattr(scheduler, "scheduler_address", scheduler)
+        if not isinstance(address, str):
+            raise TypeError(f"scheduler must be a Dask Client, a cluster or a scheduler address, got {scheduler!r}")
+        say(f"using the Dask scheduler at {address}")
+        with Client(address) as client:
             yield client
         return
     cluster = start_local_cluster(plan, workers)

@@ -287,3 +287,34 @@ def test_last_on_a_running_store_returns_each_runs_latest_record(small_store: Pa
         assert (final["time"].sel(seed=seed).values == complete["time"].values[n - 1]).all()
     mean = palmc.query(ds, "angle_BPP_WPPT", aggregate="last", reduce="mean")
     assert np.isfinite(mean.values).all()
+
+
+# -- 6. Dask habits ----------------------------------------------------------------------------------------------
+
+def test_simulate_uses_a_client_a_cluster_or_the_active_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from dask.distributed import Client, LocalCluster
+
+    import palmc.distributed
+
+    def no_new_cluster(*args: object, **kwargs: object) -> None:
+        raise AssertionError("palmc started its own LocalCluster")
+
+    monkeypatch.setattr(palmc.distributed, "start_local_cluster", no_new_cluster)
+    exp = write_experiment(tmp_path, models="  - {kind: FA}\n  - {kind: PAL}", seeds=(11, 12, 13, 14))
+    reference = palmc.open(palmc.simulate(exp, tmp_path / "ref.zarr", workers=1, engine="numpy", progress=False))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            for name, scheduler in (("active", None), ("client", client), ("cluster", cluster)):
+                store = palmc.simulate(exp, tmp_path / f"{name}.zarr", scheduler=scheduler, engine="numpy",
+                                       seeds_per_batch=1, progress=False)
+                np.testing.assert_array_equal(palmc.open(store)["BPP"].values, reference["BPP"].values)
+                err = capsys.readouterr().err
+                assert "Dask dashboard: http" in err  # even without a progress bar
+                assert {"active": "using the active Dask client", "client": "using the Dask client given",
+                        "cluster": "using the Dask scheduler at"}[name] in err
+            assert client.status == "running"  # palmc left the user's client open
+        result = runner.invoke(app, ["simulate", str(exp), "-o", str(tmp_path / "cli.zarr"), "--engine", "numpy",
+                                     "--scheduler", cluster.scheduler_address, "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert "Dask dashboard: http" in result.output
