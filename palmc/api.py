@@ -19,7 +19,7 @@ import xarray as xr
 from palmc.distributed import (SCHEDULER_ENV, BatchFailure, active_client, batch_task, can_fork, cluster_client,
                                default_workers, read_progress_files, run_on_cluster)
 from palmc.plan import BatchSpec, Plan, make_plan
-from palmc.runner import BatchResult, kernel_loaded, load_kernel
+from palmc.runner import BatchResult, kernel_cached, kernel_loaded, load_kernel
 from palmc.store.layout import decode_run_status, load_small_coords
 from palmc.store.location import StoreLocation
 from palmc.store.writer import (StoreError, _now, create_store, read_attrs, refuse_existing, update_attrs,
@@ -143,12 +143,14 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         refuse_existing(store, overwrite)  # the common mistake fails before any cluster starts
     # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do)
     aside = store.shared and (use_cluster or not kernel_loaded(plan))
-    with _store_prepared_aside(plan, store, overwrite, resume, aside) as store_ready, \
-            cluster_client(plan, scheduler, n_workers, _say, use_active) if use_cluster else nullcontext() as client:
-        if client is None:
-            load_kernel(plan)
-        store_ready()
-        results, failures = _run(plan, store, client, progress)
+    # the kernel is loaded here unless the run goes to a cluster that is not this process's (its workers load it)
+    here = scheduler is None and not use_active
+    with _store_prepared_aside(plan, store, overwrite, resume, aside) as store_ready:
+        if here:
+            load_kernel_visibly(plan, progress)
+        with cluster_client(plan, scheduler, n_workers, _say, use_active) if use_cluster else nullcontext() as client:
+            store_ready()
+            results, failures = _run(plan, store, client, progress)
     status, diverged_step = _run_outcomes(plan, results, failures)
     write_run_status(store, status, diverged_step)
     update_attrs(store, status="complete" if not failures else "failed",
@@ -157,6 +159,55 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     if problems:
         raise RunFailures(str(store), problems)
     return store.path if store.is_local else store.url
+
+
+FIRST_RUN_MESSAGE = "compiling the simulation kernel, once per machine (~1 min; numba caches it on disk)"
+SPINNER = "|/-\\"
+QUIET_LOAD_SECONDS = 1.0  # a kernel read from numba's cache loads in about this time: say nothing before
+
+
+def load_kernel_visibly(plan: Plan, progress: bool = True) -> None:
+    """Load the compiled kernel for ``plan`` into this process (``runner.load_kernel``), telling the user when that
+    means compiling it: at once if numba's cache lacks it (the first run on a machine), else if loading takes more
+    than a second; with a spinner and the time spent while it compiles (one line without ``progress``)."""
+    if kernel_loaded(plan):
+        return
+    import threading
+    import time
+
+    from tqdm import tqdm
+
+    failure: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_kernel(plan)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(err)
+
+    started = time.perf_counter()
+    cached = kernel_cached(plan)  # before the load starts: both would read numba's cache
+    worker = threading.Thread(target=load, name="palmc-kernel-load", daemon=True)
+    worker.start()
+    if cached:
+        worker.join(QUIET_LOAD_SECONDS)
+    if worker.is_alive():
+        if not progress:
+            _say(f"{FIRST_RUN_MESSAGE} ...")
+        with tqdm(desc=f"{FIRST_RUN_MESSAGE} {SPINNER[0]}", bar_format="{desc} {elapsed}", disable=not progress,
+                  file=sys.stderr) as spinner:
+            ticks = 0
+            while worker.is_alive():
+                worker.join(0.25)
+                ticks += 1
+                spinner.set_description_str(f"{FIRST_RUN_MESSAGE} {SPINNER[ticks % len(SPINNER)]}", refresh=True)
+            spinner.set_description_str(f"{FIRST_RUN_MESSAGE}: done", refresh=True)
+        seconds = time.perf_counter() - started
+        _say(f"loaded the kernel in {seconds:.0f} s" if cached else
+             f"compiled the kernel in {seconds:.0f} s; later runs load it from the cache")
+    worker.join()
+    if failure:
+        raise failure[0]
 
 
 def _say(message: str) -> None:

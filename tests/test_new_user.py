@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,58 @@ def test_simulate_uses_a_client_a_cluster_or_the_active_client(tmp_path: Path, m
                                      "--scheduler", cluster.scheduler_address, "--no-progress"])
         assert result.exit_code == 0, result.output
         assert "Dask dashboard: http" in result.output
+
+
+# -- 1. a visible first run --------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def slow_first_load(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A kernel that is not in numba's cache and takes 1.6 s to load (a stand-in for the one-minute compile)."""
+    import time
+
+    import palmc.api
+
+    loaded: list[float] = []
+    real_load = palmc.api.load_kernel
+
+    def slow_load(plan: object) -> None:
+        time.sleep(1.6)
+        real_load(plan)
+        loaded.append(time.perf_counter())
+
+    monkeypatch.setattr(palmc.api, "kernel_loaded", lambda plan: bool(loaded))
+    monkeypatch.setattr(palmc.api, "kernel_cached", lambda plan: False)
+    monkeypatch.setattr(palmc.api, "load_kernel", slow_load)
+    return loaded
+
+
+def test_first_run_says_it_compiles_with_a_spinner_before_the_progress_bar(tmp_path: Path,
+                                                                          slow_first_load: list[float]) -> None:
+    exp = write_experiment(tmp_path, models="  - {kind: PAL}", seeds=(11,))
+    result = runner.invoke(app, ["simulate", str(exp), "--engine", "compiled", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "compiling the simulation kernel, once per machine (~1 min" in out
+    assert "00:01" in out and any(f"machine (~1 min; numba caches it on disk) {c}" in out for c in "/-")  # it spins
+    assert re.search(r"compiled the kernel in \d+ s; later runs load it from the cache", out)
+    assert out.index("compiled the kernel") < out.index("seed-steps")  # the bar starts after, at 0
+    assert "seed-steps:   0%" in out
+    assert slow_first_load  # the loader ran
+
+
+def test_first_run_message_without_progress_and_none_for_a_cached_kernel(tmp_path: Path,
+                                                                         slow_first_load: list[float],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import palmc.api
+
+    exp = write_experiment(tmp_path, models="  - {kind: PAL}", seeds=(11,))
+    result = runner.invoke(app, ["simulate", str(exp), "--engine", "compiled", "--workers", "1", "--no-progress",
+                                 "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "compiling the simulation kernel" in result.output and "00:0" not in result.output
+    slow_first_load.clear()
+    monkeypatch.setattr(palmc.api, "kernel_cached", lambda plan: True)
+    monkeypatch.setattr(palmc.api, "load_kernel", lambda plan: slow_first_load.append(0.0))  # a quick cached load
+    result = runner.invoke(app, ["simulate", str(exp), "--engine", "compiled", "--workers", "1", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "compiling" not in result.output and "compiled the kernel" not in result.output
