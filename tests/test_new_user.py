@@ -374,3 +374,26 @@ def test_first_run_message_without_progress_and_none_for_a_cached_kernel(tmp_pat
     result = runner.invoke(app, ["simulate", str(exp), "--engine", "compiled", "--workers", "1", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert "compiling" not in result.output and "compiled the kernel" not in result.output
+
+
+# -- 12. the test extra and the quick start ---------------------------------------------------------------------
+
+def test_test_extra_installs_what_the_notebook_tests_import() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=\[ ;]", spec, maxsplit=1)[0].lower()
+             for spec in project["dependencies"] + project["optional-dependencies"]["test"]}
+    notebook_test = (ROOT / "tests" / "test_notebooks.py").read_text()
+    imported = set(re.findall(r'importorskip\("([\w.]+)"\)', notebook_test))
+    provided_by = {"jupyter_client": "nbclient"}  # a dependency of nbclient
+    for module in imported:
+        assert provided_by.get(module, module).lower() in names, module
+    assert "ipykernel" in names  # the notebooks' python3 kernel
+
+
+def test_readme_quick_start_says_what_the_first_run_and_the_browser_tests_need() -> None:
+    quick_start = (ROOT / "README.md").read_text().split("## Quick start")[1].split("\n## ")[0]
+    assert "first run" in quick_start and "compiles the simulation kernel" in quick_start
+    assert "Chromium" in quick_start and "apt-get install -y chromium" in quick_start
+    assert "nbclient" in quick_start
