@@ -28,8 +28,23 @@ import xarray as xr
 __all__ = ["FIGURES", "Figure", "FigureError", "Short", "ensure_store", "figure_experiment", "load_published",
            "reproduce", "variant_dataset"]
 
-ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = ROOT / "experiments"
+
+def shipped_experiments() -> Path:
+    """The folder of the paper's experiment files: the repository's ``experiments/`` in a source checkout (and an
+    editable install), else the copy installed with the package (``palmc.experiments``: pyproject maps that
+    package to the same folder, so there is one source)."""
+    source = Path(__file__).resolve().parent.parent / "experiments"
+    if (source / "quickstart.yaml").is_file():
+        return source
+    from importlib.util import find_spec
+
+    spec = find_spec("palmc.experiments")  # a namespace package: data files only
+    if spec is None or not spec.submodule_search_locations:
+        return source  # neither: the error names the missing file there
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+EXPERIMENTS = shipped_experiments()
 ANGLES = ("angle_BPP_WPPT", "angle_BPP_RHS")
 ANGLE_NAMES = {"angle_BPP_WPPT": "∠(B^PP_l, (W^PP_l+1)^T)", "angle_BPP_RHS": "∠(B^PP_l, φ'_l (W^PP_l+1)^T φ'_l+1)"}
 CURVE_POINTS = 400  # records per plotted curve: enough for the shape, keeps the HTML small

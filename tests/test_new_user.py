@@ -397,3 +397,56 @@ def test_readme_quick_start_says_what_the_first_run_and_the_browser_tests_need()
     assert "first run" in quick_start and "compiles the simulation kernel" in quick_start
     assert "Chromium" in quick_start and "apt-get install -y chromium" in quick_start
     assert "nbclient" in quick_start
+
+
+# -- 11. experiments shipped with the package ------------------------------------------------------------------
+
+def test_pyproject_ships_every_package_and_the_experiments() -> None:
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "palmc").rglob("__init__.py")}
+    assert on_disk <= set(setuptools["packages"])  # a new subpackage must be listed (packages.find cannot be used)
+    assert setuptools["package-dir"]["palmc.experiments"] == "experiments"
+    patterns = setuptools["package-data"]["palmc.experiments"]
+    shipped = {p.relative_to(ROOT / "experiments").as_posix() for pattern in patterns
+               for p in (ROOT / "experiments").glob(pattern)}
+    assert {"fig3abc.yaml", "fig3def.yaml", "fig4ab.yaml", "fig6.yaml", "quickstart.yaml",
+            "published/fig3abc_angles_per_seed.csv"} <= shipped
+
+
+def test_reproduce_finds_the_installed_experiments_outside_a_checkout(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed (not editable), palmc's folder has no experiments/ beside it: the package data are used."""
+    import shutil
+    import sys
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(ROOT / "palmc", site / "palmc", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "experiments", site / "palmc" / "experiments")  # what the wheel holds
+    code = ("import palmc.reproduce as r; print(r.EXPERIMENTS); "
+            "print(r.figure_experiment('fig3abc', short=True).name)")
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(site)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    folder, name = done.stdout.split()
+    assert Path(folder) == site / "palmc" / "experiments" and name == "fig3abc-short"
+
+
+@pytest.mark.slow
+def test_pip_install_then_reproduce_from_another_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], check=True, timeout=1800)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([str(venv / "bin" / "palmc"), "reproduce", "fig3abc", "--short", "--workers", "1",
+                           "--no-progress"], cwd=elsewhere, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (elsewhere / "results" / "fig3abc-short" / "report.md").exists()
