@@ -450,3 +450,98 @@ def test_pip_install_then_reproduce_from_another_folder(tmp_path: Path) -> None:
                            "--no-progress"], cwd=elsewhere, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (elsewhere / "results" / "fig3abc-short" / "report.md").exists()
+
+
+# -- 8. dashboard ------------------------------------------------------------------------------------------------
+
+def test_plot_labels_use_unicode_not_caret_notation(small_store: Path) -> None:
+    from palmc.plots import plot_query
+    from palmc.plots.curves import METRIC_LABELS, unicode_math, weight_trajectories
+    from palmc.reproduce import ANGLE_NAMES
+
+    assert unicode_math("(W^PP_l+1)^T") == "(Wᴾᴾₗ₊₁)ᵀ" and unicode_math("J_g") == "J_g"
+    for label in [*METRIC_LABELS.values(), *ANGLE_NAMES.values()]:
+        assert "^" not in label and "_l" not in label, label
+    ds = palmc.open(small_store)
+    plot = plot_query(ds, "angle_BPP_WPPT")
+    for panel in plot:
+        assert "^" not in panel.opts.get().kwargs["title"]
+        assert "^" not in panel.values()[0].vdims[0].label
+    hmap = weight_trajectories(ds, "WPP", layers=[1, 2])
+    assert hmap[("PAL", 11, 2)].label == "Wᴾᴾ₂ (layer 1 → 2)"
+
+
+def test_legends_are_outside_the_axes(small_store: Path) -> None:
+    from bokeh.models import Legend
+
+    from palmc.plots import plot_query
+    from palmc.plots.linked import render_bokeh
+
+    ds = palmc.open(small_store)
+    figure = render_bokeh(plot_query(ds, "angle_BPP_WPPT", select={"layer": 1}))
+    legends = [item for item in figure.right if isinstance(item, Legend)]
+    assert legends and not [item for item in figure.center if isinstance(item, Legend)]
+
+
+def test_query_bars_have_the_models_colours(small_store: Path) -> None:
+    from bokeh.models import GlyphRenderer
+
+    from palmc.plots import plot_result
+    from palmc.plots.curves import line_colors
+    from palmc.plots.linked import render_bokeh
+
+    ds = palmc.open(small_store)
+    colors = line_colors(ds)
+    result = palmc.query(ds, "angle_BPP_WPPT", aggregate="last", select={"model": ["PAL", "FA"]})
+    layout = plot_result(result, colors=colors)
+    bars = render_bokeh(layout.values()[0])
+    (renderer,) = [r for r in bars.renderers if isinstance(r, GlyphRenderer)]
+    data = renderer.data_source.data
+    color_field = renderer.glyph.fill_color if isinstance(renderer.glyph.fill_color, str) else \
+        renderer.glyph.fill_color["field"]
+    pairs = {(str(m), str(c)) for m, c in zip(data["model"], data[color_field])}
+    assert pairs == {("PAL", colors["PAL"]), ("FA", colors["FA"])}  # the curves' colours, not the first two
+
+
+def test_one_run_section_opens_on_pal(small_store: Path) -> None:
+    import panel as pn
+    from bokeh.models import Select
+
+    from palmc.plots import build_dashboard
+
+    dashboard = build_dashboard(palmc.open(small_store))
+    selects = [select for obj in dashboard.objects if isinstance(obj, pn.pane.Bokeh)
+               for select in obj.object.select({"type": Select})]
+    model = next(select for select in selects if select.title == "model")
+    assert model.value == "PAL" and model.options[0] == "BP"
+
+
+def test_published_overlay_reaches_the_end_of_a_short_run() -> None:
+    import pandas as pd
+
+    from palmc.reproduce import _published_to
+
+    curve = pd.DataFrame({"metric": "angle_BPP_WPPT", "layer": 1, "step": [2000, 8000, 14000, 20000, 26000, 32000],
+                          "mean_deg": [90.0, 80.0, 70.0, 60.0, 50.0, 40.0], "std_deg": 1.0})
+    steps, means = _published_to(curve, "angle_BPP_WPPT", 1, 30000)  # a --short run of fig3abc ends at 30000
+    assert steps[-1] == 30000 and means[-1] == pytest.approx(50.0 - 10.0 * 4000 / 6000)
+    steps, means = _published_to(curve, "angle_BPP_WPPT", 1, 32000)
+    assert steps[-1] == 32000 and len(steps) == 6 and means[-1] == 40.0
+
+
+def test_dashboard_in_chromium_shows_unicode_titles(small_store: Path, tmp_path: Path) -> None:
+    from palmc.plots import save_dashboard
+    from palmc.plots.browser import find_chromium, open_in_chromium, screenshot_stats
+
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); the browser check needs it")
+    html = save_dashboard(small_store, tmp_path / "dashboard.html")
+    png = tmp_path / "dashboard.png"
+    report = open_in_chromium(html, png, window_size=(1200, 1400), budget_ms=5000, chromium=chromium)
+    assert report.errors == [], report.errors
+    assert "∠(Bᴾᴾ, (Wᴾᴾ)ᵀ), layer 1" in report.titles, report.titles
+    assert not [t for t in report.titles if "^" in t], report.titles
+    assert "Wᴾᴾ₁ (layer 0 → 1)" in report.titles  # the One run section, opened on PAL
+    stats = screenshot_stats(png)
+    assert stats["colors"] > 100 and stats["non_white"] > 0.02, stats
