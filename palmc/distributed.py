@@ -145,8 +145,8 @@ def cluster_client(plan: Plan, scheduler: "str | Client | object | None" = None,
     """A client to run ``plan`` on: ``scheduler`` may be a ``Client`` (used as it is, left open), a cluster such
     as a ``LocalCluster`` or a dask-jobqueue cluster (anything with a ``scheduler_address``), or a scheduler
     address (``tcp://host:8786``, or ``$PALMC_SCHEDULER``). Without one, the active client of this process if there
-    is one (a notebook's ``Client()``) and ``use_active``, else a new LocalCluster, closed on exit. ``say`` is told which it is when
-    it is not a new LocalCluster."""
+    is one (a notebook's ``Client()``) and ``use_active``, else a new LocalCluster, closed on exit. ``say`` is told
+    which it is when it is not a new LocalCluster."""
     from dask.distributed import Client
 
     say = say or (lambda message: None)

@@ -245,7 +245,8 @@ def _default_sections(ds: xr.Dataset, *, max_points: int, max_seeds: int, band: 
         for name, da in results.items():
             plot = plot_result(da, band=band, max_points=max_points, colors=colors,  # type: ignore[arg-type]
                                width=PLOT_WIDTH)
-            sections.append(_md(f"**{_escape(METRIC_LABELS.get(name, name))}**: {_escape(unicode_math(_summary(name)))}"))
+            summary = _escape(unicode_math(_summary(name)))
+            sections.append(_md(f"**{_escape(METRIC_LABELS.get(name, name))}**: {summary}"))
             sections.append(pn.pane.Bokeh(render_bokeh(plot)))
 
     per_run = _per_run_section(ds, results, max_points=max_points, max_seeds=max_seeds)

@@ -128,7 +128,8 @@ def _without_padding(frame: pd.DataFrame, dims: tuple[str, ...]) -> pd.DataFrame
     """Drop the rows of padding: positions along the structural dims (and a variant's times outside its own time
     course) whose value is NaN in every row, i.e. for every seed, model and time. A run's own NaN (a diverged run)
     stays, as long as one other row at that position has a value."""
-    for group in ([d for d in _STRUCTURAL if d in dims], ["time", "variant"] if {"time", "variant"} <= set(dims) else []):
+    variant_times = ["time", "variant"] if {"time", "variant"} <= set(dims) else []
+    for group in ([d for d in _STRUCTURAL if d in dims], variant_times):
         if group:
             keep = frame["value"].notna().groupby([frame[c] for c in group]).transform("any")
             frame = frame[keep.to_numpy(dtype=bool)]
