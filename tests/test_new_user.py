@@ -545,3 +545,27 @@ def test_dashboard_in_chromium_shows_unicode_titles(small_store: Path, tmp_path:
     assert "Wᴾᴾ₁ (layer 0 → 1)" in report.titles  # the One run section, opened on PAL
     stats = screenshot_stats(png)
     assert stats["colors"] > 100 and stats["non_white"] > 0.02, stats
+
+
+def test_last_on_a_running_sweep_store_returns_each_runs_latest_record(tmp_path: Path) -> None:
+    import zarr
+
+    from palmc.store.writer import update_attrs
+
+    path = write_experiment(tmp_path, "sw", models="  - {kind: PAL}\n  - {kind: FA}", seeds=(11, 12), every=2,
+                            variables="WPP, BPP")
+    path.write_text(path.read_text() + "sweep:\n  grid:\n    dynamics.Tpres: [0.1, 0.2]\n")
+    complete = palmc.open(palmc.simulate(path, workers=1, engine="numpy", progress=False))
+    expected = palmc.query(complete, "angle_BPP_WPPT", aggregate="last")
+    assert np.isfinite(expected.values).all()
+    group = zarr.open_group(str(tmp_path / "sw.zarr"), mode="r+", zarr_format=3)
+    cut = int(complete["last_record"].values[0]) - 3  # variant 0 of seed 12 is 4 records short of its end
+    for name in ("WPP", "BPP"):
+        array = group[name]
+        array[(slice(cut + 1, None),) + (slice(None),) * (array.ndim - 4) + (1, slice(None), 0)] = np.nan
+    update_attrs(tmp_path / "sw.zarr", status="running")
+    running = palmc.query(palmc.open(tmp_path / "sw.zarr"), "angle_BPP_WPPT", aggregate="last")
+    assert np.isfinite(running.values).all()
+    np.testing.assert_allclose(running.sel(seed=11).values, expected.sel(seed=11).values, rtol=1e-12, atol=1e-9)
+    at_cut = palmc.query(complete, "angle_BPP_WPPT").isel(time=cut).sel(seed=12, variant=0)
+    np.testing.assert_allclose(running.sel(seed=12, variant=0).values, at_cut.values, rtol=1e-12, atol=1e-9)

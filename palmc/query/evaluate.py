@@ -224,10 +224,10 @@ def _still_writing(ds: xr.Dataset) -> bool:
 
 
 def _last_written(ds: xr.Dataset) -> xr.DataArray:
-    """Index along ``time`` of each run's latest written record (dims seed, model): records not yet written are
-    NaN in every recorded variable (read from the first recorded variable)."""
+    """Index along ``time`` of each run's latest written record (dims seed, model[, variant]): records not yet
+    written (and a variant's records after its end) are NaN in every recorded variable (read from the first)."""
     name = next(str(v) for v in ds.data_vars if "time" in ds[v].dims)
-    runs = [d for d in ("seed", "model") if d in ds[name].dims]
+    runs = [d for d in ("seed", "model", VARIANT) if d in ds[name].dims]
     written = ds[name].notnull().any([d for d in ds[name].dims if d not in ("time", *runs)])
     index = xr.DataArray(np.arange(ds.sizes["time"]), dims="time")
     return index.where(written, 0).max("time").compute()
@@ -318,10 +318,10 @@ def _evaluate_records(
         ds = isel_time(ds, idx)
     window = q.aggregate.every is not None or q.aggregate.moving_window is not None
     if q.aggregate.last and not window:
-        if VARIANT in ds.dims:  # each variant's own last record, not the NaN padding after a shorter variant's end
-            ds = isel_last(ds)
-        elif _still_writing(ds) and any("time" in ds[v].dims for v in ds.data_vars):
+        if _still_writing(ds) and any("time" in ds[v].dims for v in ds.data_vars):
             ds = ds.isel(time=_last_written(ds))  # each run's latest record, not the NaN of records to come
+        elif VARIANT in ds.dims:  # each variant's own last record, not the NaN padding after a shorter variant's end
+            ds = isel_last(ds)
         else:
             ds = ds.isel(time=-1)
 
