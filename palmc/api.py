@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
-from palmc.distributed import SCHEDULER_ENV, BatchFailure, default_workers, execute, read_progress_files
+from palmc.distributed import SCHEDULER_ENV, BatchFailure, active_client, default_workers, execute, read_progress_files
 from palmc.plan import Plan, make_plan
-from palmc.runner import BatchResult
+from palmc.runner import BatchResult, kernel_cached, kernel_loaded, load_kernel
+from palmc.store.layout import decode_run_status, load_small_coords
 from palmc.store.location import StoreLocation
 from palmc.store.writer import StoreError, finish_store, read_attrs, refuse_existing
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dask.distributed import Client
 
 
 def load_experiment(path: str | Path):
@@ -39,22 +45,27 @@ def _stored_attrs(store: StoreLocation) -> dict:
 
 def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
              engine: str | None = None, progress: bool = True, seeds_per_batch: int | None = None,
-             scheduler: str | None = None, workers: int | None = None) -> Path | str:
+             scheduler: "str | Client | object | None" = None, workers: int | None = None) -> Path | str:
     """Run every (seed, model) of ``experiment`` and write the recordings to the Zarr ``store``.
 
     ``store`` (a local path or an fsspec URL such as ``s3://bucket/run.zarr``) defaults to the experiment's
-    ``output.store``; returns the store's local Path, or its URL. Batches of runs are spread over a Dask cluster
-    (``scheduler`` address, ``$PALMC_SCHEDULER`` or the experiment's ``compute.scheduler``; else a LocalCluster
-    of ``workers`` single-threaded worker processes, by default one per core, forked from this process on Linux);
-    a plan of a single batch, or ``workers=1``, runs in-process.
+    ``output.store``; returns the store's local Path, or its URL. Batches of runs are spread over a Dask cluster:
+    ``scheduler`` (a ``Client``, a cluster such as ``LocalCluster`` or a dask-jobqueue one, or a scheduler
+    address), ``$PALMC_SCHEDULER`` or the experiment's ``compute.scheduler``; else the active client of this
+    process (a notebook's ``Client()``) unless ``workers`` is given; else a LocalCluster of ``workers``
+    single-threaded worker processes, by default one per core, forked from this process on Linux. A plan of a
+    single batch, or ``workers=1``, runs in-process.
     The store is streamed (memory stays bounded whatever the run length) and ``resume=True`` continues an
     interrupted store bit-exactly. Raises :class:`RunFailures` when runs failed or diverged (the store is
     complete for all the others).
     """
     experiment = _as_experiment(experiment)
     compute = getattr(experiment, "compute", None)
-    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or getattr(compute, "scheduler", None)
+    if scheduler is None or scheduler == "":
+        scheduler = os.environ.get(SCHEDULER_ENV) or getattr(compute, "scheduler", None) or None
     workers = workers or getattr(compute, "workers", None)
+    # a notebook's Client() is the user's cluster: used rather than a new one, unless workers were asked for
+    use_active = workers is None and scheduler is None and active_client() is not None
     n_workers = workers or default_workers()
     store = StoreLocation(store if store is not None else experiment.output.store)
     if resume and store.exists():
@@ -67,13 +78,70 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         refuse_existing(store, overwrite)  # the common mistake fails before any cluster starts
     plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
     results, failures = execute(plan, store, overwrite=overwrite, resume=resume, scheduler=scheduler,
-                                workers=n_workers, progress=progress)
+                                workers=n_workers, progress=progress, use_active=use_active,
+                                load=lambda plan: load_kernel_visibly(plan, progress), say=_say)
     status, diverged_step = _run_outcomes(plan, results, failures)
     problems = _describe_problems(plan, status, diverged_step, failures)
     finish_store(store, status, diverged_step, plan.protocol.total_steps)
     if problems:
         raise RunFailures(str(store), problems)
     return store.path if store.is_local else store.url
+
+
+FIRST_RUN_MESSAGE = "compiling the simulation kernel, once per machine (~1 min; numba caches it on disk)"
+SPINNER = "|/-\\"
+QUIET_LOAD_SECONDS = 1.0  # a kernel read from numba's cache loads in about this time: say nothing before
+
+
+def load_kernel_visibly(plan: Plan, progress: bool = True) -> None:
+    """Load the compiled kernel for ``plan`` into this process (``runner.load_kernel``), telling the user when that
+    means compiling it: at once if numba's cache lacks it (the first run on a machine), else if loading takes more
+    than a second; with a spinner and the time spent while it compiles (one line without ``progress``)."""
+    if kernel_loaded(plan):
+        return
+    import threading
+    import time
+
+    from tqdm import tqdm
+
+    failure: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_kernel(plan)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(err)
+
+    started = time.perf_counter()
+    cached = kernel_cached(plan)  # before the load starts: both would read numba's cache
+    worker = threading.Thread(target=load, name="palmc-kernel-load", daemon=True)
+    worker.start()
+    if cached:
+        worker.join(QUIET_LOAD_SECONDS)
+    if worker.is_alive():
+        if not progress:
+            _say(f"{FIRST_RUN_MESSAGE} ...")
+        with tqdm(desc=f"{FIRST_RUN_MESSAGE} {SPINNER[0]}", bar_format="{desc} {elapsed}", disable=not progress,
+                  file=sys.stderr) as spinner:
+            ticks = 0
+            while worker.is_alive():
+                worker.join(0.25)
+                ticks += 1
+                spinner.set_description_str(f"{FIRST_RUN_MESSAGE} {SPINNER[ticks % len(SPINNER)]}", refresh=True)
+            spinner.set_description_str(f"{FIRST_RUN_MESSAGE}: done", refresh=True)
+        seconds = time.perf_counter() - started
+        _say(f"loaded the kernel in {seconds:.0f} s" if cached else
+             f"compiled the kernel in {seconds:.0f} s; later runs load it from the cache")
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+def _say(message: str) -> None:
+    """A line for the user on stderr, beside the progress bar (which it does not break)."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFailure]) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +194,9 @@ class RunFailures(Exception):
 
 
 def open(store: str | Path) -> xr.Dataset:  # noqa: A001 - mirrors xr.open_zarr
-    """Open a store (local path or fsspec URL) lazily (dask-backed variables)."""
-    return xr.open_zarr(str(StoreLocation(store)), consolidated=False)
+    """Open a store (local path or fsspec URL): data variables lazily (dask-backed), the small coordinates (phase,
+    epoch, step, ...) in memory."""
+    return load_small_coords(xr.open_zarr(str(StoreLocation(store)), consolidated=False))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -159,6 +228,12 @@ def _progress_line(path: StoreLocation, ds: xr.Dataset) -> str:
     return f"{done} / {total} run-steps ({100 * done / max(total, 1):.1f} %), {per_run} steps per run"
 
 
+def _run_counts(ds: xr.Dataset) -> str:
+    """How many runs are pending, complete, diverged or failed (from ``run_status``)."""
+    names = list(decode_run_status(ds["run_status"].values, ds["run_status"].attrs).ravel())
+    return ", ".join(f"{names.count(name)} {name}" for name in sorted(set(names)))
+
+
 def info(store: str | Path) -> str:
     """A human summary of a store."""
     path = StoreLocation(store)
@@ -171,6 +246,7 @@ def info(store: str | Path) -> str:
         f"store        {path}",
         f"experiment   {attrs.get('name', '?')}  (task {attrs.get('task', '?')})",
         f"status       {store_status(attrs)}: {_progress_line(path, ds)}",
+        *([f"runs         {_run_counts(ds)}"] if "run_status" in ds.data_vars else []),
         f"models       {', '.join(map(str, ds['model'].values))}",
         f"seeds        {', '.join(map(str, ds['seed'].values))}",
         *([f"variants     {'; '.join(map(str, ds['variant_label'].values))}"] if "variant" in ds.dims else []),

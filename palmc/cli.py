@@ -10,11 +10,60 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperArgument, TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+
+class _PlainHelpGroup(TyperGroup):
+    """Help as in other command-line tools: arguments in usage lines as ``EXPERIMENT`` (not ``{experiment}``), and
+    no ``<bool>`` beside on/off flags (typer's defaults)."""
+
+    def main(self, *args, **kwargs):
+        for command in [self, *self.commands.values()]:
+            for param in command.params:
+                _plain_help(param)
+            command.get_help_option = _plain_help_option(command.get_help_option)
+        return super().main(*args, **kwargs)
+
+
+def _plain_help(param) -> None:
+    if isinstance(param, TyperArgument):
+        name = param.name.upper()
+        param.metavar = name
+        usage = name if param.required else f"[{name}]"
+        param._usage_display_name = lambda: usage  # typer's hook for the usage line
+    elif getattr(param, "is_flag", False):
+        param.display_type_rich = lambda ctx: None
+
+
+def _plain_help_option(get_help_option):
+    def plain(ctx):
+        option = get_help_option(ctx)
+        if option is not None:
+            _plain_help(option)
+        return option
+    return plain
+
+
+app = typer.Typer(cls=_PlainHelpGroup, add_completion=False, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Simulate and analyse dendritic microcircuits that learn their feedback weights (BP, FA, PAL).")
 
 USER_ERROR = 2
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from palmc import __version__
+
+        typer.echo(f"palmc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print palmc's version and exit.")) -> None:
+    """Simulate and analyse dendritic microcircuits that learn their feedback weights (BP, FA, PAL)."""
 
 
 def _fail(message: str) -> None:
@@ -26,7 +75,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from palmc.schema import ExperimentError
     from palmc.store.writer import StoreError
 
-    errors: list[type[BaseException]] = [ExperimentError, StoreError]
+    from palmc.store.location import MissingFilesystemPackage
+
+    errors: list[type[BaseException]] = [ExperimentError, StoreError, MissingFilesystemPackage]
     try:
         from palmc.query import QueryError
 
@@ -38,7 +89,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _load(path: Path):
     from palmc.schema import load_experiment
+    from palmc.schema.legacy import is_reference_params
 
+    if is_reference_params(path):
+        _fail(f"{path} is a parameter file of the reference code (PAL MC), not a palmc experiment; convert it "
+              f"first: palmc convert {path} --task bw_only -o experiment.yaml (or --task fw_bw)")
     return load_experiment(path)
 
 
@@ -165,6 +220,18 @@ def analyze(
             typer.echo(f"wrote {output}")
     except _user_errors() as err:
         _fail(str(err))
+
+
+@app.command()
+def metrics(name: Optional[str] = typer.Argument(None, help="One metric to describe (default: all).")) -> None:
+    """List the metrics of queries: description, units, the variables each needs and its arguments."""
+    from palmc.query import describe_metrics, get_metric
+
+    try:
+        typer.echo(describe_metrics(details=True) if name is None else get_metric(name).describe())
+    except _user_errors() as err:
+        _fail(str(err))
+    typer.echo("\nAny recorded variable can be queried too (variable: NAME); the query language: docs/queries.md")
 
 
 @app.command()

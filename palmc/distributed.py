@@ -107,26 +107,33 @@ def _store_prepared_aside(plan: Plan, store: StoreLocation, overwrite: bool, res
         yield wait
 
 
-def execute(plan: Plan, store: StoreLocation, *, overwrite: bool, resume: bool, scheduler: str | None,
-            workers: int, progress: bool) -> tuple[list[BatchResult], list[BatchFailure]]:
-    """Lay out (or reopen) the store of ``plan``, then run every batch into it: on the cluster at ``scheduler``,
-    on a LocalCluster of ``workers`` processes, or here when there is a single batch or a single worker.
+def execute(plan: Plan, store: StoreLocation, *, overwrite: bool, resume: bool,
+            scheduler: "str | Client | object | None", workers: int, progress: bool, use_active: bool = False,
+            load: Callable[[Plan], None] = load_kernel, say: Callable[[str], None] | None = None,
+            ) -> tuple[list[BatchResult], list[BatchFailure]]:
+    """Lay out (or reopen) the store of ``plan``, then run every batch into it: on the cluster of ``scheduler``
+    (a ``Client``, a cluster or an address), on the active client if ``use_active``, on a LocalCluster of
+    ``workers`` processes, or here when there is a single batch or a single worker.
 
+    ``load`` loads the compiled kernel into this process (unless the run goes to a cluster that is not this
+    process's, whose workers load it); ``say`` is told which cluster is used and where its dashboard is.
     Returns the batches' results and the batches that failed for good; the store is marked interrupted if this
     is stopped.
     """
-    use_cluster = bool(scheduler) or (workers > 1 and len(plan.batches) > 1)
+    say = say or (lambda message: None)
+    use_cluster = scheduler is not None or use_active or (workers > 1 and len(plan.batches) > 1)
     # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do)
     aside = store.shared and (use_cluster or not kernel_loaded(plan))
-    with _store_prepared_aside(plan, store, overwrite, resume, aside) as store_ready, \
-            cluster_client(plan, scheduler, workers) if use_cluster else nullcontext() as client:
-        if client is None:
-            load_kernel(plan)
-        store_ready()
-        return _run(plan, store, client, progress)
+    here = scheduler is None and not use_active
+    with _store_prepared_aside(plan, store, overwrite, resume, aside) as store_ready:
+        if here:
+            load(plan)
+        with cluster_client(plan, scheduler, workers, say, use_active) if use_cluster else nullcontext() as client:
+            store_ready()
+            return _run(plan, store, client, progress, say)
 
 
-def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bool,
+def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bool, say: Callable[[str], None],
          ) -> tuple[list[BatchResult], list[BatchFailure]]:
     """Run every batch, on the cluster of ``client`` or one after the other in this process, with a progress bar
     (the store is marked interrupted if this is stopped)."""
@@ -143,8 +150,7 @@ def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bo
 
             if client is not None:
                 def on_dashboard(link: str) -> None:
-                    if progress:
-                        bar.write(f"Dask dashboard: {link}")
+                    say(f"Dask dashboard: {link}")  # also with --no-progress: the way to watch the run
                 results, failures = run_on_cluster(client, plan, str(store), bar.update, on_dashboard,
                                                    on_batch_done=on_batch_done)
             else:
@@ -217,14 +223,46 @@ def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
                             dashboard_address=":0", scheduler_kwargs={"dashboard": False}, preload=preload)
 
 
+def active_client() -> "Client | None":
+    """The Dask client that is active in this process (``distributed.default_client()``, e.g. one a notebook
+    created), or None. Dask is not imported for this: without it, no client can be active."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
 @contextmanager
-def cluster_client(plan: Plan, scheduler: str | None = None, workers: int | None = None) -> Iterator["Client"]:
-    """A client of the cluster at ``scheduler`` (or ``$PALMC_SCHEDULER``), else of a new LocalCluster closed on exit."""
+def cluster_client(plan: Plan, scheduler: "str | Client | object | None" = None, workers: int | None = None,
+                   say: Callable[[str], None] | None = None, use_active: bool = True) -> Iterator["Client"]:
+    """A client to run ``plan`` on: ``scheduler`` may be a ``Client`` (used as it is, left open), a cluster such
+    as a ``LocalCluster`` or a dask-jobqueue cluster (anything with a ``scheduler_address``), or a scheduler
+    address (``tcp://host:8786``, or ``$PALMC_SCHEDULER``). Without one, the active client of this process if there
+    is one (a notebook's ``Client()``) and ``use_active``, else a new LocalCluster, closed on exit. ``say`` is told
+    which it is when it is not a new LocalCluster."""
     from dask.distributed import Client
 
-    scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
-    if scheduler:
-        with Client(scheduler) as client:
+    say = say or (lambda message: None)
+    if scheduler is None:
+        scheduler = os.environ.get(SCHEDULER_ENV) or None
+    if isinstance(scheduler, Client):
+        say(f"using the Dask client given ({scheduler.scheduler.address})")
+        yield scheduler
+        return
+    if scheduler is None and use_active and (active := active_client()) is not None:
+        say(f"using the active Dask client ({active.scheduler.address}); pass workers= or scheduler= to choose")
+        yield active
+        return
+    if scheduler is not None:
+        address = getattr(scheduler, "scheduler_address", scheduler)
+        if not isinstance(address, str):
+            raise TypeError(f"scheduler must be a Dask Client, a cluster or a scheduler address, got {scheduler!r}")
+        say(f"using the Dask scheduler at {address}")
+        with Client(address) as client:
             yield client
         return
     cluster = start_local_cluster(plan, workers)

@@ -28,10 +28,25 @@ import xarray as xr
 __all__ = ["FIGURES", "Figure", "FigureError", "Short", "ensure_store", "figure_experiment", "load_published",
            "reproduce", "variant_dataset"]
 
-ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = ROOT / "experiments"
+
+def shipped_experiments() -> Path:
+    """The folder of the paper's experiment files: the repository's ``experiments/`` in a source checkout (and an
+    editable install), else the copy installed with the package (``palmc.experiments``: pyproject maps that
+    package to the same folder, so there is one source)."""
+    source = Path(__file__).resolve().parent.parent / "experiments"
+    if (source / "quickstart.yaml").is_file():
+        return source
+    from importlib.util import find_spec
+
+    spec = find_spec("palmc.experiments")  # a namespace package: data files only
+    if spec is None or not spec.submodule_search_locations:
+        return source  # neither: the error names the missing file there
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+EXPERIMENTS = shipped_experiments()
 ANGLES = ("angle_BPP_WPPT", "angle_BPP_RHS")
-ANGLE_NAMES = {"angle_BPP_WPPT": "∠(B^PP_l, (W^PP_l+1)^T)", "angle_BPP_RHS": "∠(B^PP_l, φ'_l (W^PP_l+1)^T φ'_l+1)"}
+ANGLE_NAMES = {"angle_BPP_WPPT": "∠(Bᴾᴾₗ, (Wᴾᴾₗ₊₁)ᵀ)", "angle_BPP_RHS": "∠(Bᴾᴾₗ, φ'ₗ (Wᴾᴾₗ₊₁)ᵀ φ'ₗ₊₁)"}
 CURVE_POINTS = 400  # records per plotted curve: enough for the shape, keeps the HTML small
 
 Log = Callable[[str], None]
@@ -73,16 +88,16 @@ class Figure:
 
 FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure("fig3abc", "Fig. 3a-c: PAL aligns the feedback weights (weights in [-1, 1])",
-           "PAL learns B^PP in a 5-20-10-20-5 network whose forward weights stay fixed; the angles between B^PP "
-           "and (W^PP)^T, and between B^PP and PAL's fixed point φ' (W^PP)^T φ', fall during training.",
+           "PAL learns Bᴾᴾ in a 5-20-10-20-5 network whose forward weights stay fixed; the angles between Bᴾᴾ "
+           "and (Wᴾᴾ)ᵀ, and between Bᴾᴾ and PAL's fixed point φ' (Wᴾᴾ)ᵀ φ', fall during training.",
            "angles", Short(epochs=2)),
     Figure("fig3def", "Fig. 3d-f: PAL aligns the feedback weights (weights in [-5, 5], saturating regime)",
-           "As Fig. 3a-c with larger weights, so the logistic units saturate: B^PP aligns better with PAL's "
-           "fixed point φ' (W^PP)^T φ' than with (W^PP)^T.",
+           "As Fig. 3a-c with larger weights, so the logistic units saturate: Bᴾᴾ aligns better with PAL's "
+           "fixed point φ' (Wᴾᴾ)ᵀ φ' than with (Wᴾᴾ)ᵀ.",
            "angles", Short(epochs=2)),
     Figure("fig4ab", "Fig. 4a-b: teacher-student learning with BP, FA and PAL (1-1-1 network)",
-           "A student learns a teacher's forward weights from the output error, with the feedback weight B^PP "
-           "kept equal to W^PP (BP), fixed (FA) or learned (PAL): the output error over training.",
+           "A student learns a teacher's forward weights from the output error, with the feedback weight Bᴾᴾ "
+           "kept equal to Wᴾᴾ (BP), fixed (FA) or learned (PAL): the output error over training.",
            "mse", Short(epochs=2, dataset_size=10, settling_time=10.0)),  # the teacher's settling is costly
     Figure("fig6", "Fig. 6: PAL's alignment for slower noise, with and without prospective voltages",
            "PAL's final alignment for noise time scales of 10, 100 and 1000 dt (presentation times, filters and "
@@ -269,6 +284,20 @@ def _last_epoch_line(ds: xr.Dataset) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _published_to(pub_curve: pd.DataFrame, metric: str, layer: int, final_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and mean angles of the published curve of (``metric``, ``layer``) up to the run's last step; the
+    published curve is sampled more sparsely than palmc records, so when the run ends between two of its samples
+    (a ``--short`` run) its value at the end is interpolated from them: the overlay then reaches the run's end."""
+    if pub_curve.empty:
+        return np.array([]), np.array([])
+    own = pub_curve[(pub_curve["metric"] == metric) & (pub_curve["layer"] == layer)].sort_values("step")
+    steps, means = own["step"].to_numpy(dtype=float), own["mean_deg"].to_numpy(dtype=float)
+    keep = steps <= final_step
+    if keep.any() and (steps > final_step).any() and steps[keep][-1] < final_step:
+        return (np.append(steps[keep], final_step), np.append(means[keep], np.interp(final_step, steps, means)))
+    return steps[keep], means[keep]
+
+
 def load_published(figure: str, experiments_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Published per-seed angles and mean curves of ``figure`` (see ``experiments/published/extract_fig3.py``)."""
     base = (experiments_dir or EXPERIMENTS) / "published"
@@ -328,16 +357,15 @@ def _angles(ds: xr.Dataset, figure: str, experiments_dir: Path | None) -> Sectio
         curve = _compute(query(thin, metric))
         for layer in curve["layer"].values:
             panel = plot_result(curve.sel(layer=layer), title=f"{ANGLE_NAMES[metric]}, layer {layer}", band="minmax")
-            ref_curve = pub_curve[(pub_curve["metric"] == metric) & (pub_curve["layer"] == int(layer))
-                                  & (pub_curve["step"] <= final_step)] if not pub_curve.empty else pub_curve
-            if len(ref_curve):
-                t = ref_curve["step"].to_numpy() * float(ds.attrs["dt"])
+            steps, means = _published_to(pub_curve, metric, int(layer), final_step)
+            if len(steps):
+                t = steps * float(ds.attrs["dt"])
                 ydim = value_dimension(curve, name=metric)  # the palmc curves' axes, so the overlay shares them
-                published_curve = hv.Curve((t, ref_curve["mean_deg"].to_numpy()), TIME, ydim, label="published (mean)")
+                published_curve = hv.Curve((t, means), TIME, ydim, label="published (mean)")
                 # an overlay product drops the panel's options (title, size): set them again
                 panel = (panel * published_curve.opts(color="black", line_dash="dashed")).opts(
                     title=f"{ANGLE_NAMES[metric]}, layer {layer}", width=460, height=300, show_grid=True,
-                    legend_position="bottom_left")  # angles fall from ~90°: the lower left stays empty
+                    legend_position="right")  # outside the axes, where it hides no curve
             section.panels.append(panel)
     if verdicts:
         section.agrees = all(verdicts)
@@ -367,8 +395,8 @@ def _mse(ds: xr.Dataset) -> Section:
     section.lines += [
         f"MSE (the recorded sum of squared output errors) averaged over the records of the last epoch "
         f"({last_epoch}), then mean ± std (ddof 0) over {ds.sizes['seed']} seeds; the final angle between "
-        "B^PP and (W^PP)^T (0 deg: same sign) likewise. No published numbers are shipped for this figure.",
-        "", "| model | final MSE | median over seeds | min | max | final ∠(B^PP, (W^PP)^T) (deg) |",
+        "Bᴾᴾ and (Wᴾᴾ)ᵀ (0 deg: same sign) likewise. No published numbers are shipped for this figure.",
+        "", "| model | final MSE | median over seeds | min | max | final ∠(Bᴾᴾ, (Wᴾᴾ)ᵀ) (deg) |",
         "|---|---|---|---|---|---|",
     ]
     for model in per_seed["model"].values:
@@ -388,8 +416,8 @@ def _mse(ds: xr.Dataset) -> Section:
     training = {"phase": "training"}
     section.panels.append(plot_result(_compute(query(ds, "MSE", select=training)), band="quantile",
                                       title="output error MSE (median, 10-90% over seeds)"))
-    for name, sel, title in (("WPP", {"layer": 2}, "W^PP_2 (hidden → output)"),
-                             ("BPP", {"layer": 1}, "B^PP_1 (output → hidden)")):
+    for name, sel, title in (("WPP", {"layer": 2}, "Wᴾᴾ₂ (hidden → output)"),
+                             ("BPP", {"layer": 1}, "Bᴾᴾ₁ (output → hidden)")):
         if name in ds:
             da = query(ds, variable=name, select={**training, **sel, "neuron": 0, "pre": 0})
             section.panels.append(plot_result(_compute(da), band="minmax", title=f"{title}, mean and min-max"))
@@ -448,7 +476,7 @@ def _variant_section(ds: xr.Dataset, exp: Any) -> Section:
     for (m, layer), elements in curves.items():
         section.panels.append(hv.Overlay(elements).opts(
             title=f"{ANGLE_NAMES[m]}, layer {layer}", width=460, height=300, show_grid=True,
-            legend_position="bottom_left", xlabel="training progress (epochs)", ylabel="angle (deg)"))
+            legend_position="right", xlabel="training progress (epochs)", ylabel="angle (deg)"))
     return section
 
 

@@ -71,6 +71,15 @@ def kernel_loaded(plan: Plan) -> bool:
     return kernel.loaded(layouts)
 
 
+def kernel_cached(plan: Plan) -> bool:
+    """Whether loading the compiled kernel for ``plan`` reads numba's on-disk cache (else it compiles, ~1 min)."""
+    if kernel_loaded(plan):
+        return True
+    from palmc.engine import kernel
+
+    return kernel.cached(kernel_layouts(plan))
+
+
 def load_kernel(plan: Plan) -> None:
     """Load the compiled kernel that the batches of ``plan`` will use into this process (see ``kernel.load``)."""
     if not kernel_loaded(plan):

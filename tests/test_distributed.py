@@ -48,7 +48,7 @@ def test_local_cluster_with_several_batches_matches_one_process(experiment: Path
                            progress=False)
     ds = palmc.open(store)
     assert ds.attrs["seeds_per_batch"] == 1
-    assert (ds["run_status"].values == "complete").all()
+    assert (ds.palmc.run_status().values == "complete").all()
     xr.testing.assert_identical(_data(store), _data(single))
 
 
@@ -65,7 +65,7 @@ def test_local_workers_run_the_compiled_engine(experiment: Path, tmp_path: Path,
     one = palmc.simulate(experiment, tmp_path / "one.zarr", workers=1, engine="compiled", progress=False)
     two = palmc.simulate(experiment, tmp_path / "two.zarr", workers=2, seeds_per_batch=1, engine="compiled",
                          progress=False)
-    assert (palmc.open(two)["run_status"].values == "complete").all()
+    assert (palmc.open(two).palmc.run_status().values == "complete").all()
     xr.testing.assert_identical(_data(two), _data(one))
 
 
@@ -202,7 +202,7 @@ def test_external_scheduler_and_a_killed_worker(experiment: Path, single: Path, 
         os.kill(cluster.worker_pids()[0], signal.SIGKILL)
         thread.join(timeout=300)
         assert "error" not in outcome, outcome.get("error")
-        assert (palmc.open(killed)["run_status"].values == "complete").all()
+        assert (palmc.open(killed).palmc.run_status().values == "complete").all()
         xr.testing.assert_identical(_data(killed), _data(single))
     finally:
         cluster.close()
@@ -218,7 +218,7 @@ def test_diverging_runs_are_marked_and_the_rest_complete(tmp_path: Path) -> None
     message = str(info.value)
     assert "seed 11, model unstable: diverged" in message and "seed 12, model unstable" in message
     ds = palmc.open(tmp_path / "exp.zarr")
-    status = ds["run_status"]
+    status = ds.palmc.run_status()
     assert (status.sel(model="FA").values == "complete").all()
     assert (status.sel(model="unstable").values == "diverged").all()
     step = int(ds["diverged_step"].sel(model="unstable", seed=11))

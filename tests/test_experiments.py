@@ -26,7 +26,7 @@ def test_shipped_experiment_runs_shortened(path: Path, tmp_path: Path) -> None:
                 axis[field] = [short_values(i) for i in range(len(axis[field]))]
     store = palmc.simulate(validate_experiment(short, source=str(path)), tmp_path / "s.zarr", workers=1, progress=False)
     ds = palmc.open(store)
-    assert (ds["run_status"].values == "complete").all()
+    assert (ds.palmc.run_status().values == "complete").all()
     assert list(ds["model"].values) == [m["name"] for m in short["models"]]
     if "sweep" in short:
         assert ds.sizes["variant"] == len(load_experiment(path).variants())

@@ -25,4 +25,4 @@ def test_converted_reference_experiment_runs(params: Path, tmp_path: Path) -> No
     short["recording"]["every"] = 5
     store = palmc.simulate(validate_experiment(short), tmp_path / "s.zarr", workers=1, progress=False)
     ds = palmc.open(store)
-    assert ds.attrs["status"] == "complete" and (ds["run_status"].values == "complete").all()
+    assert ds.attrs["status"] == "complete" and (ds.palmc.run_status().values == "complete").all()

@@ -178,7 +178,7 @@ def test_plot_result_of_a_long_series_has_at_most_max_points() -> None:
     assert len(curves) == 1 and len(areas) == 1
     assert len(curves[0]) <= 2000
     assert curves[0].kdims[0].unit == "ms" and curves[0].vdims[0].unit == "deg"
-    assert "B^PP" in curves[0].vdims[0].label
+    assert "Bᴾᴾ" in curves[0].vdims[0].label
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_trajectories_frames(bw_store: Path) -> None:
     assert [d.name for d in hmap.kdims] == ["model", "seed", "layer"]
     assert len(hmap) == 2 * 2 * 3
     frame = hmap[("PAL", 2, 1)]
-    assert frame.label.startswith("B^PP_1")
+    assert frame.label.startswith("Bᴾᴾ₁")
     assert np.isnan(frame.dimension_values(1)).sum() == 3  # 4 lines of the 3x3 matrix, NaN-separated
     empty = hmap[("PAL", 2, 3)]
     assert "not defined" in empty.label and np.isnan(empty.dimension_values(1)).all()
@@ -266,8 +266,9 @@ def _assert_standalone(html: Path) -> str:
 
 def test_dashboard_is_standalone(bw_html: Path, fw_html: Path) -> None:
     text = _assert_standalone(bw_html)
-    for expected in ("plots_bw", "B^PP", "W^PP", "time", "deg", "One run"):
-        assert expected in text
+    for expected in ("plots_bw", "Bᴾᴾ", "Wᴾᴾ", "time", "deg", "One run"):
+        # bokeh's JSON writes non-ASCII characters as \u escapes
+        assert expected in text or expected.encode("ascii", "backslashreplace").decode() in text, expected
     text = _assert_standalone(fw_html)
     for expected in ("plots_fw", "MSE", "final_angle", "mse_trace"):
         assert expected in text
@@ -293,8 +294,9 @@ def test_dashboard_renders_in_chromium_without_js_errors(
     assert report.bokeh_version is not None and report.roots >= 1
     assert report.selects_changed == 3  # model, seed, layer
     top = 3 if which == "bw" else 2
-    assert f"W^PP_{top} (layer {top - 1} → {top})" in report.titles, report.titles
-    assert f"B^PP_{top}: not defined at layer {top}" in report.titles, report.titles
+    sub = "₀₁₂₃₄₅₆₇₈₉"
+    assert f"Wᴾᴾ{sub[top]} (layer {top - 1} → {top})" in report.titles, report.titles
+    assert f"Bᴾᴾ{sub[top]}: not defined at layer {top}" in report.titles, report.titles
     stats = screenshot_stats(png)
     assert stats["colors"] > 100 and stats["non_white"] > 0.02, f"the screenshot looks blank: {stats}"
 

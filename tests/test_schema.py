@@ -118,7 +118,7 @@ def test_quickstart_loads() -> None:
     )
     assert experiment.recording.every == 100
     assert make_plan(experiment).n_runs == 9
-    assert experiment.model_params("FA").eta_bw == (0.0, 0.0)
+    assert experiment.model_params("FA").eta_bw == (50.0, 50.0)  # shared; FA never updates its feedback anyway
     assert experiment.yaml_text == QUICKSTART.read_text(encoding="utf-8")
 
 

@@ -44,7 +44,7 @@ def test_store_layout_and_info(tmp_path: Path) -> None:
     # ragged layers are NaN-padded; BP's feedback equals the transposed forward weights of the step before
     assert np.isnan(ds["uP"].sel(layer=2).values[:, 2:]).all()
     assert ds["uP"].attrs["symbol"] == "u^P" and ds["WPP"].attrs["units"] == "1"
-    assert (ds["run_status"].values == "complete").all()
+    assert (ds.palmc.run_status().values == "complete").all()
     assert ds.attrs["status"] == "complete" and "palmc" in json.loads(ds.attrs["versions"])
     result = runner.invoke(app, ["info", str(store)])
     assert result.exit_code == 0, result.output

@@ -75,7 +75,7 @@ def test_sweep_store_equals_separate_runs_of_each_variant(tmp_path: Path) -> Non
     store = palmc.simulate(path, tmp_path / "sweep.zarr", workers=1, progress=False, engine="numpy")
     ds = palmc.open(store)
     assert ds["WPP"].dims == ("time", "layer", "neuron", "pre", "seed", "model", "variant")
-    assert ds["run_status"].dims == ("seed", "model", "variant") and (ds["run_status"].values == "complete").all()
+    assert ds["run_status"].dims == ("seed", "model", "variant") and (ds.palmc.run_status().values == "complete").all()
     assert list(ds["Tpres"].values) == [0.1, 0.1, 0.2, 0.2] and list(ds["taur"].values) == [1.0, 0.0, 1.0, 0.0]
     assert ds["variant_label"].values[3] == "Tpres=0.2, every=3, tauxi=1.0, taur=0.0"
     assert ds["epoch"].dims == ("time", "variant")  # the variants' epochs differ (Tpres differs)

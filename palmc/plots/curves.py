@@ -21,6 +21,7 @@ Time is in ms, angles in degrees; labels use the paper's symbols (B^PP, W^PP, ..
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -41,6 +42,7 @@ __all__ = [
     "plot_result",
     "seed_band",
     "trajectories",
+    "unicode_math",
     "value_dimension",
     "voltage_trajectories",
     "weight_trajectories",
@@ -50,6 +52,26 @@ BandKind = Literal["minmax", "std", "quantile", "none"]
 
 TIME = hv.Dimension("time", label="time", unit="ms")
 
+_SUPERSCRIPT = dict(zip("ABDEGHIJKLMNOPRTUVWabdeginoprst0123456789+-",
+                        "ᴬᴮᴰᴱᴳᴴᴵᴶᴷᴸᴹᴺᴼᴾᴿᵀᵁⱽᵂᵃᵇᵈᵉᵍⁱⁿᵒᵖʳˢᵗ⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻"))
+_SUBSCRIPT = dict(zip("aehijklmnoprstuvx0123456789+-", "ₐₑₕᵢⱼₖₗₘₙₒₚᵣₛₜᵤᵥₓ₀₁₂₃₄₅₆₇₈₉₊₋"))
+
+
+def unicode_math(text: str) -> str:
+    """The paper's caret notation as Unicode super- and subscripts, which every browser draws in titles, legends
+    and axis labels: ``(W^PP_l+1)^T`` or ``(W^PP_{l+1})^T`` -> ``(Wᴾᴾₗ₊₁)ᵀ`` (``W^PP_l+1`` would read as
+    W^PP_l + 1). A script with a letter Unicode has no small form of (``J_g``) is left as written."""
+
+    def convert(table: dict[str, str]):
+        def replace(match: re.Match[str]) -> str:
+            body = match.group(1) or match.group(2)
+            return "".join(table[c] for c in body) if all(c in table for c in body) else match.group(0)
+        return replace
+
+    text = re.sub(r"\^(?:\{([A-Za-z0-9+-]+)\}|([A-Za-z0-9+-]+))", convert(_SUPERSCRIPT), text)
+    return re.sub(r"_(?:\{([A-Za-z0-9+-]+)\}|([A-Za-z0-9+-]+))", convert(_SUBSCRIPT), text)
+
+
 METRIC_LABELS: dict[str, str] = {
     "angle_BPP_WPPT": "∠(B^PP_l, (W^PP_l+1)^T)",
     "angle_jacobians": "∠(J_g, J_f^T)  [B^PP_l φ'_l+1 vs φ'_l (W^PP_l+1)^T]",
@@ -57,10 +79,11 @@ METRIC_LABELS: dict[str, str] = {
     "angle_BPI_negBPP": "∠(B^PI_l, -B^PP_l)",
     "angle_WIP_WPP": "∠(W^IP_l, W^PP_l)",
     "angle_dWPP_BP": "∠(ΔW^PP_l, ΔW^BP_l)",
-    "MSE": "MSE = Σ_i (ŭ^P_L,i - target_i)²",
+    "MSE": "MSE = Σ_i (ŭ^P_i - target_i)² over the output units",
     "mse_mean": "mean squared output error",
-    "error": "output error ŭ^P_L - target",
+    "error": "output error ŭ^P - target (output layer)",
 }
+METRIC_LABELS = {name: unicode_math(label) for name, label in METRIC_LABELS.items()}
 """Axis labels (the paper's symbols) of the registered metrics; other results use their ``symbol``/``long_name``."""
 
 _SHORT_LABELS: dict[str, str] = {
@@ -73,6 +96,7 @@ _SHORT_LABELS: dict[str, str] = {
     "MSE": "MSE (sum of squared errors)",
     "mse_mean": "mean squared error",
 }
+_SHORT_LABELS = {name: unicode_math(label) for name, label in _SHORT_LABELS.items()}
 
 _PRE_LAYER_OFFSET = {"WPP": -1, "dWPP": -1, "WIP": -1, "dWIP": -1, "BPP": 1, "dBPP": 1, "BPI": 1, "dBPI": 1}
 """Layer of the presynaptic population of a weight variable, relative to its ``layer`` (dataset contract)."""
@@ -81,6 +105,7 @@ _WEIGHT_SYMBOLS = {
     "WPP": "W^PP", "dWPP": "ΔW^PP", "BPP": "B^PP", "dBPP": "ΔB^PP",
     "BPI": "B^PI", "dBPI": "ΔB^PI", "WIP": "W^IP", "dWIP": "ΔW^IP",
 }
+_WEIGHT_SYMBOLS = {name: unicode_math(symbol) for name, symbol in _WEIGHT_SYMBOLS.items()}
 
 VOLTAGE_VARIABLES: tuple[str, ...] = ("uP", "uP_breve", "vbas", "vapi", "uI", "uI_breve", "rP_breve")
 """Voltage-like variables, in the order :func:`voltage_trajectories` prefers them."""
@@ -154,7 +179,7 @@ def _units(attrs: dict[str, Any]) -> str | None:
 def value_dimension(da: xr.DataArray, name: str = "value") -> hv.Dimension:
     """The y-axis :class:`holoviews.Dimension` of ``da``: the paper's symbol of its metric/variable and its unit."""
     metric = str(da.attrs.get("metric") or da.name or "")
-    label = (_SHORT_LABELS.get(metric) or METRIC_LABELS.get(metric) or da.attrs.get("symbol")
+    label = (_SHORT_LABELS.get(metric) or METRIC_LABELS.get(metric) or unicode_math(str(da.attrs.get("symbol") or ""))
              or da.attrs.get("long_name") or metric or name)
     return hv.Dimension(name, label=str(label), unit=_units(da.attrs))
 
@@ -269,8 +294,10 @@ def _is_positive(da: xr.DataArray) -> bool:
     return rng is not None and rng[0] > 0
 
 
-def _scalar_plot(da: xr.DataArray, title: str, ydim: hv.Dimension, width: int, height: int) -> hv.Element | hv.Layout:
-    """Results without a time axis: bars of the mean over seeds per (layer, model), plus a table of all values."""
+def _scalar_plot(da: xr.DataArray, title: str, ydim: hv.Dimension, width: int, height: int,
+                 colors: dict[str, str] | None = None) -> hv.Element | hv.Layout:
+    """Results without a time axis: bars of the mean over seeds per (layer, model), plus a table of all values.
+    Bars are coloured by model with ``colors`` (model -> colour: the colours of the curves), as the curves are."""
     labels = dict(_variants(da))
 
     def frame(values: xr.DataArray) -> Any:
@@ -292,6 +319,9 @@ def _scalar_plot(da: xr.DataArray, title: str, ydim: hv.Dimension, width: int, h
         title=f"{title} (mean over seeds)" if "seed" in da.dims else title, width=width, height=height,
         tools=["hover"], xrotation=0,
     )
+    if "model" in cats:
+        palette = {**model_colors(bars_df["model"].unique()), **(colors or {})}
+        bars = bars.opts(color=hv.dim("model").categorize(palette), show_legend=False)
     return (bars + table).cols(2)
 
 
@@ -329,7 +359,7 @@ def plot_result(
     if _selected_variant(da):
         title = f"{title} [{_selected_variant(da)}]"
     if "time" not in da.dims:
-        return _scalar_plot(da.load(), title, ydim, width, height)
+        return _scalar_plot(da.load(), title, ydim, width, height, colors)
     data = decimate(da, max_points).load()
     if logy is None:
         logy = metric.lower() in ("mse", "mse_mean") and _is_positive(data)
@@ -355,7 +385,8 @@ def plot_result(
             elements += _model_elements(run, name, color, ydim, band, quantiles, band_text, max_lines)
         panel_title = title if layer is None else f"{title}, layer {layer}"
         overlay = hv.Overlay(elements).opts(
-            title=panel_title, width=width, height=height, show_grid=True, logy=bool(logy), legend_position="top_right"
+            title=panel_title, width=width, height=height, show_grid=True, logy=bool(logy),
+            legend_position="right",  # outside the axes: inside, it covered bands (FA's, near 90°)
         )
         panels.append(overlay)
     if len(panels) == 1:
@@ -518,7 +549,7 @@ def trajectories(
     data = decimate(da.sel(sel), max_points).load()
     times = np.asarray(data["time"].values, dtype=float)
 
-    symbol = _WEIGHT_SYMBOLS.get(variable) or str(da.attrs.get("symbol") or variable)
+    symbol = _WEIGHT_SYMBOLS.get(variable) or unicode_math(str(da.attrs.get("symbol") or variable))
     ydim = hv.Dimension(variable, label=symbol, unit=_units(da.attrs))
     color = color or _PALETTE[0]
     frames: dict[tuple[Any, ...], hv.Curve] = {}
@@ -571,12 +602,13 @@ def _nan_joined(times: np.ndarray, lines: list[np.ndarray]) -> tuple[np.ndarray,
 def _frame_label(symbol: str, variable: str, layer: int | None, valid: list[int]) -> str:
     if layer is None:
         return symbol
+    symbol = unicode_math(f"{symbol}_{layer}")  # Bᴾᴾ₁
     if layer not in valid:
-        return f"{symbol}_{layer}: not defined at layer {layer}"
+        return f"{symbol}: not defined at layer {layer}"
     offset = _PRE_LAYER_OFFSET.get(variable)
     if offset is None:
-        return f"{symbol}_{layer}"
-    return f"{symbol}_{layer} (layer {layer + offset} → {layer})"
+        return symbol
+    return f"{symbol} (layer {layer + offset} → {layer})"
 
 
 def weight_trajectories(ds: xr.Dataset, variable: str = "WPP", **kwargs: Any) -> hv.HoloMap:

@@ -44,8 +44,10 @@ from palmc.plots.curves import (
     model_colors,
     plot_result,
     trajectories,
+    unicode_math,
 )
 from palmc.plots.linked import linked_holomaps, render_bokeh
+from palmc.store.layout import decode_run_status
 
 __all__ = ["build_dashboard", "default_metrics", "save_dashboard"]
 
@@ -155,7 +157,7 @@ def _header(ds: xr.Dataset, source: str | None) -> str:
         rows.append(("variants", "; ".join(variants[:12]) + (f"; ... ({len(variants)} variants)"
                                                              if len(variants) > 12 else "")))
     if "run_status" in ds.data_vars:
-        status = [str(s) for s in np.asarray(ds["run_status"].values).ravel()]
+        status = list(decode_run_status(ds["run_status"].values, ds["run_status"].attrs).ravel())
         counts = {s: status.count(s) for s in sorted(set(status))}
         rows.append(("runs", ", ".join(f"{n} {s}" for s, n in counts.items())))
     if source:
@@ -205,8 +207,7 @@ def _run_angles(
         title = "alignment angles of this run" + ("" if defined else f" (none defined at layer {layer})")
         key = (model, seed, layer) if variant is None else (model, variant, seed, layer)
         frames[key] = hv.Overlay(curves).opts(
-            title=title, width=width, height=height, show_grid=True, legend_position="top_right",
-            framewise=True,
+            title=title, width=width, height=height, show_grid=True, legend_position="right", framewise=True,
         )
     if variants == [None]:
         return hv.HoloMap(frames, kdims=["model", "seed", "layer"])
@@ -244,7 +245,8 @@ def _default_sections(ds: xr.Dataset, *, max_points: int, max_seeds: int, band: 
         for name, da in results.items():
             plot = plot_result(da, band=band, max_points=max_points, colors=colors,  # type: ignore[arg-type]
                                width=PLOT_WIDTH)
-            sections.append(_md(f"**{_escape(METRIC_LABELS.get(name, name))}**: {_escape(_summary(name))}"))
+            summary = _escape(unicode_math(_summary(name)))
+            sections.append(_md(f"**{_escape(METRIC_LABELS.get(name, name))}**: {summary}"))
             sections.append(pn.pane.Bokeh(render_bokeh(plot)))
 
     per_run = _per_run_section(ds, results, max_points=max_points, max_seeds=max_seeds)
@@ -258,6 +260,13 @@ def _summary(name: str) -> str:
 
     metric = METRICS.get(name)
     return metric.summary if metric is not None else ""
+
+
+def _most_interesting_model(ds: xr.Dataset) -> str:
+    """The model the "One run" section opens on: the first PAL model (whose feedback learns), else the last."""
+    models = [str(m) for m in ds["model"].values]
+    kinds = [str(k) for k in np.asarray(ds["model_kind"].values)] if "model_kind" in ds.coords else models
+    return next((m for m, k in zip(models, kinds) if k == "PAL"), models[-1])
 
 
 def _per_run_section(
@@ -281,12 +290,12 @@ def _per_run_section(
     angles = _run_angles(results, models, seeds, layers, width, height, variants)
     if angles is not None:
         maps.append(angles)
-    layout = linked_holomaps(maps, ncols=2)
+    layout = linked_holomaps(maps, ncols=2, initial={"model": _most_interesting_model(ds)})
     note = "" if len(seeds) == ds.sizes["seed"] else f" (the first {len(seeds)} of {ds.sizes['seed']} seeds)"
     text = (
         "## One run\n"
         f"Pick the model, {'variant, ' if 'variant' in ds.dims else ''}seed{note} and layer with the widgets. "
-        "W^PP\\_l: layer l-1 → l; B^PP\\_l: layer l+1 → "
+        f"{unicode_math('W^PP_l')}: layer l-1 → l; {unicode_math('B^PP_l')}: layer l+1 → "
         "apical dendrites of layer l (not defined at the output layer). At most 48 entries per matrix are drawn; "
         "the voltage panel shows the neurons of the layer (at most 48)."
     )

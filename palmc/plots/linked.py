@@ -87,12 +87,14 @@ def _key_text(key: Sequence[Any]) -> str:
 
 
 def linked_holomaps(
-    maps: Sequence[hv.HoloMap], *, ncols: int = 2, labels: dict[str, str] | None = None
+    maps: Sequence[hv.HoloMap], *, ncols: int = 2, labels: dict[str, str] | None = None,
+    initial: dict[str, Any] | None = None,
 ) -> LayoutDOM:
     """A bokeh layout of ``maps`` (same key dimensions) with one ``Select`` per key dimension.
 
     Each HoloMap becomes one plot; the selects switch all plots to the frame of the chosen key. ``labels`` renames
-    the widgets (default: the key dimension labels). The result embeds in any HTML file (e.g. via
+    the widgets (default: the key dimension labels); the page opens on the first key that has the ``initial``
+    values (e.g. ``{"model": "PAL"}``), else on the first key. The result embeds in any HTML file (e.g. via
     ``panel.pane.Bokeh``) and needs no Python to switch frames.
     """
     if not maps:
@@ -102,7 +104,8 @@ def linked_holomaps(
         if [d.name for d in hmap.kdims] != kdims:
             raise ValueError(f"all HoloMaps need the key dimensions {kdims}, got {[d.name for d in hmap.kdims]}")
     keys = list(maps[0].keys())
-    first = keys[0]
+    wanted = {kdims.index(name): value for name, value in (initial or {}).items() if name in kdims}
+    first = next((k for k in keys if all(k[i] == v for i, v in wanted.items())), keys[0])
     options = [sorted({k[i] for k in keys}, key=lambda v: (str(type(v)), v)) for i in range(len(kdims))]
     labels = labels or {}
     selects = [

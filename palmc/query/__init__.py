@@ -14,8 +14,10 @@ Files (``palmc analyze``): :func:`run_query_file` evaluates a YAML file ``querie
 :func:`format_table` renders scalar results, :func:`save_results` writes .zarr/.nc/.csv.
 Metrics: :func:`list_metrics`, :func:`describe_metrics`; add one with the :func:`metric` decorator.
 Bad queries raise :class:`QueryError`, whose message lists what is available.
+On any Dataset: ``ds.palmc.query(...)``, ``ds.palmc.metrics()``, ``ds.palmc.run_status()`` (:mod:`palmc.query.accessor`).
 """
 
+from palmc.query import accessor  # noqa: F401 - registers ds.palmc
 from palmc.query.evaluate import evaluate, open_store, query, run_queries, run_query_file
 from palmc.query.metrics import METRICS, Metric, describe_metrics, get_metric, list_metrics, metric
 from palmc.query.model import Aggregate, Query, QueryError, QueryFile, Reduce, Selection, load_queries, parse_query

@@ -46,6 +46,7 @@ from palmc.query.variants import (
     trim_records,
     variant_labels,
 )
+from palmc.store.layout import load_small_coords
 
 __all__ = ["evaluate", "open_store", "query", "run_queries", "run_query_file"]
 
@@ -54,8 +55,9 @@ _DIM_ORDER = ("time", "layer", "neuron", "pre", "quantile", "seed", "model", VAR
 
 
 def open_store(path: str | Path, **kwargs: Any) -> xr.Dataset:
-    """Open a palmc Zarr store lazily (dask-backed): ``xr.open_zarr(path, consolidated=False, **kwargs)``."""
-    return xr.open_zarr(path, consolidated=False, **kwargs)
+    """Open a palmc Zarr store lazily (dask-backed): ``xr.open_zarr(path, consolidated=False, **kwargs)``, with
+    the small coordinates (phase, epoch, step, ...) in memory."""
+    return load_small_coords(xr.open_zarr(path, consolidated=False, **kwargs))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -172,20 +174,63 @@ def _time_coords(da: xr.DataArray) -> list[str]:
     return [c for c in da.coords if c != "time" and da[c].dims == ("time",)]
 
 
-def _block_means(da: xr.DataArray, block_ms: float, dt: float | None) -> xr.DataArray:
-    """Means over blocks (k*N, (k+1)*N] of ``time``, labelled by the block end (k+1)*N; NaNs skipped."""
+def _segments(ds: xr.Dataset) -> np.ndarray:
+    """Start times (ms) of settling and of each epoch, then the end of the run: the anchors of ``every`` blocks.
+
+    From the attrs ``settling_steps`` (older stores: the last settling record) and ``steps_total``, and the number of
+    epochs in the ``epoch`` coordinate. Without them (a dataset that is not a palmc store), blocks start at t = 0.
+    """
+    dt = _dt(ds)
+    if dt is None or "epoch" not in ds.coords or ds["epoch"].dims != ("time",) or "steps_total" not in ds.attrs:
+        return np.array([0.0, np.inf])
+    epochs = np.asarray(ds["epoch"].values)
+    if "settling_steps" in ds.attrs:
+        settling = int(ds.attrs["settling_steps"])
+    else:
+        steps = _steps(ds)
+        settling = int(steps[epochs == 0].max()) if (epochs == 0).any() else 0
+    n_epochs, total = int(epochs.max()), int(ds.attrs["steps_total"])
+    if n_epochs < 1:
+        return np.array([0.0, total * dt])
+    per_epoch = (total - settling) / n_epochs
+    starts = [0, *(settling + e * per_epoch for e in range(n_epochs))]
+    return np.array([*starts, total], dtype=float) * dt
+
+
+def _block_means(da: xr.DataArray, block_ms: float, dt: float | None, segments: np.ndarray) -> xr.DataArray:
+    """Means over blocks of ``time`` anchored at each segment start t_s (settling, then each epoch): block k of a
+    segment holds (t_s + k*N, t_s + (k+1)*N] and is labelled by its end, or by the segment's end if that comes
+    first (so the last block of the run is labelled within the run); NaNs skipped."""
     times = np.asarray(da["time"].values, dtype=float)
     eps = 0.5 * dt if dt else 1e-9 * block_ms
-    block = np.floor((times - eps) / block_ms).astype(np.int64)
-    labels, counts = np.unique(block, return_counts=True)
+    segment = np.clip(np.searchsorted(segments, times - eps, side="right") - 1, 0, len(segments) - 2)
+    start, end = segments[segment], segments[segment + 1]
+    block = np.floor((times - eps - start) / block_ms)
+    label = np.minimum(start + (block + 1) * block_ms, end)
+    labels, first, counts = np.unique(label, return_index=True, return_counts=True)
     da = da.drop_vars(_time_coords(da))
-    regular = bool(np.all(np.diff(block) >= 0)) and len(set(counts.tolist())) == 1
+    regular = bool(np.all(np.diff(label) >= 0)) and len(set(counts.tolist())) == 1
     if regular:
         out = da.coarsen(time=int(counts[0])).mean()
     else:
-        out = da.assign_coords(_block=("time", block)).groupby("_block").mean("time")
+        out = da.assign_coords(_block=("time", label)).groupby("_block").mean("time")
         out = out.rename(_block="time")
-    return out.assign_coords(time=(labels + 1) * block_ms)
+    return out.assign_coords(time=labels)
+
+
+def _still_writing(ds: xr.Dataset) -> bool:
+    """Whether some runs of the store may not have reached their last record (running, interrupted, failed)."""
+    return str(ds.attrs.get("status", "complete")) != "complete"
+
+
+def _last_written(ds: xr.Dataset) -> xr.DataArray:
+    """Index along ``time`` of each run's latest written record (dims seed, model[, variant]): records not yet
+    written (and a variant's records after its end) are NaN in every recorded variable (read from the first)."""
+    name = next(str(v) for v in ds.data_vars if "time" in ds[v].dims)
+    runs = [d for d in ("seed", "model", VARIANT) if d in ds[name].dims]
+    written = ds[name].notnull().any([d for d in ds[name].dims if d not in ("time", *runs)])
+    index = xr.DataArray(np.arange(ds.sizes["time"]), dims="time")
+    return index.where(written, 0).max("time").compute()
 
 
 def _moving_mean(da: xr.DataArray, window_ms: float) -> xr.DataArray:
@@ -215,7 +260,11 @@ def _reduce(da: xr.DataArray, red: Reduce, what: str) -> xr.DataArray:
     if da.chunks is not None and red.how in ("median", "quantile"):
         da = da.chunk({d: -1 for d in dims})
     if red.how == "quantile":
-        return da.quantile(red.quantile, dim=dims, keep_attrs=True)
+        out = da.quantile(red.quantile, dim=dims, keep_attrs=True)
+        # quantile drops every coordinate that is not a dim: keep those the reduction leaves meaningful (the time
+        # of a value after `last`, the selected model or layer, step, phase, ...)
+        kept = {c: da[c] for c in da.coords if c not in out.coords and not set(da[c].dims) & set(dims)}
+        return out.assign_coords(kept)
     return getattr(da, red.how)(dim=dims, keep_attrs=True)
 
 
@@ -263,19 +312,24 @@ def _evaluate_records(
     q: Query, ds: xr.Dataset, target: Metric | str, post: Mapping[str, Any], what: str
 ) -> xr.DataArray:
     """Steps 1 (records) to 4 of the pipeline on a dataset whose variants, if any, share their time protocol."""
+    segments = _segments(ds) if q.aggregate.every is not None else None
     idx = _record_indices(ds, q.select, q.aggregate)
     if idx is not None:
         ds = isel_time(ds, idx)
     window = q.aggregate.every is not None or q.aggregate.moving_window is not None
     if q.aggregate.last and not window:
-        # each variant's own last record, not the NaN padding after a shorter variant's end
-        ds = isel_last(ds) if VARIANT in ds.dims else ds.isel(time=-1)
+        if _still_writing(ds) and any("time" in ds[v].dims for v in ds.data_vars):
+            ds = ds.isel(time=_last_written(ds))  # each run's latest record, not the NaN of records to come
+        elif VARIANT in ds.dims:  # each variant's own last record, not the NaN padding after a shorter variant's end
+            ds = isel_last(ds)
+        else:
+            ds = ds.isel(time=-1)
 
     out = target(ds, **q.args) if isinstance(target, Metric) else ds[target]
     out = _select_dims(out, post, f"the result of {what}")
 
     if q.aggregate.every is not None:
-        out = _block_means(out, duration_ms(q.aggregate.every, ds.attrs), _dt(ds))
+        out = _block_means(out, duration_ms(q.aggregate.every, ds.attrs), _dt(ds), segments)
     elif q.aggregate.moving_window is not None:
         out = _moving_mean(out, duration_ms(q.aggregate.moving_window, ds.attrs))
     if q.aggregate.last and window:

@@ -85,8 +85,24 @@ class Metric:
     @property
     def arg_names(self) -> list[str]:
         """Keyword arguments accepted besides the dataset."""
+        return list(self.arguments)
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """Keyword arguments accepted besides the dataset, with their defaults (``inspect.Parameter.empty``: none)."""
         params = list(inspect.signature(self.func).parameters.values())[1:]
-        return [p.name for p in params]
+        return {p.name: p.default for p in params}
+
+    def describe(self) -> str:
+        """Name, units, what it needs, its arguments and its full description (``palmc metrics``)."""
+        args = ", ".join(name if default is inspect.Parameter.empty else f"{name}={default!r}"
+                         for name, default in self.arguments.items())
+        lines = [self.name, f"  units      {self.units or '(none)'}"]
+        if self.long_name != self.summary.rstrip("."):
+            lines.append(f"  long_name  {self.long_name}")
+        lines += [f"  needs      {', '.join(self.requires) or '(nothing)'}", f"  arguments  {args or '(none)'}"]
+        lines += [f"  {line}".rstrip() for line in self.doc.splitlines()]
+        return "\n".join(lines)
 
     def check(self, ds: xr.Dataset, args: dict[str, Any]) -> None:
         """Raise :class:`QueryError` if ``ds`` lacks a required variable/coordinate or an argument is unknown."""
@@ -146,8 +162,10 @@ def get_metric(name: str) -> Metric:
         raise QueryError(f"unknown metric {name!r}; metrics: {_available(list_metrics())}") from None
 
 
-def describe_metrics() -> str:
-    """One line per metric: name, units and summary."""
+def describe_metrics(details: bool = False) -> str:
+    """One line per metric: name, units and summary; with ``details``, every metric's :meth:`Metric.describe`."""
+    if details:
+        return "\n\n".join(METRICS[n].describe() for n in list_metrics())
     width = max(len(n) for n in METRICS)
     return "\n".join(
         f"{n:<{width}}  [{METRICS[n].units or '-'}]  {METRICS[n].summary}" for n in list_metrics()

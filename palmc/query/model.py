@@ -146,15 +146,18 @@ class Aggregate(BaseModel):
 
     1. ``per_sample_end``: keep only the last record of each presentation (steps ``S + k*Tp``, k >= 0, where S
        is the number of settling steps and ``Tp = Tpres/dt``; k = 0 is the end of settling).
+    2. ``every``: means over consecutive blocks of that duration N, anchored at the start of settling (t = 0) and
+       of each epoch (t_e): block k of an epoch holds the records with ``t_e + k*N < time <= t_e + (k+1)*N`` and
+       is labelled by its end ``t_e + (k+1)*N``, or by the epoch's end if that comes first (a shorter last
+       block), so every label lies within the run. Or ``moving_window``: trailing mean
+       over the records of the last N ms (window = round(N / record spacing) records); the first window-1
+       records, which have no full window, are dropped. Both skip NaN records.
+    3. ``last``: keep the last remaining record (``time`` stays as a scalar coordinate). On a store that is still
+       being written (or was interrupted), each run's latest written record (``time`` then has dims seed, model).
 
     In a sweep whose variants differ in their time protocol (Tpres, record spacing, epochs), these steps and the
     ``Tpres`` unit of durations apply to each variant on its own records and protocol, and ``last`` is each
     variant's last record.
-    2. ``every``: means over consecutive blocks of that duration, anchored at t = 0; block k holds the records
-       with ``k*N < time <= (k+1)*N`` and is labelled ``time = (k+1)*N``. Or ``moving_window``: trailing mean
-       over the records of the last N ms (window = round(N / record spacing) records); the first window-1
-       records, which have no full window, are dropped. Both skip NaN records.
-    3. ``last``: keep the last remaining record (``time`` stays as a scalar coordinate).
 
     Shorthands: ``"last"``, ``"per_sample_end"``, ``"none"``.
     """

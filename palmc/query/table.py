@@ -2,9 +2,12 @@
 
 File layout (.zarr and .nc): one Dataset with one variable per query, named after the query. Dims keep their
 names (``time``, ``layer``, ...) when all results that use them share the same coordinate values; when two results
-disagree (e.g. block-averaged vs raw ``time``), the later one's dim is renamed ``<dim>__<query>``. Each variable's
-attribute ``query_dims`` holds its original dim names, so :func:`load_results` restores them.
-CSV is a long table: one row per value, columns ``query``, ``metric``, the coordinates, and ``value``.
+disagree (e.g. block-averaged vs raw ``time``), the later one's dim is renamed ``<dim>__<query>``. Coordinates that
+label values without being dims (the ``time`` of ``aggregate: last``, a selected ``layer`` or ``model``) are kept as
+``<coord>__<query>``. Each variable's attributes ``query_dims`` and ``query_coords`` hold the original names, so
+:func:`load_results` restores them.
+CSV is a long table: one row per value, columns ``query``, ``metric``, the dims and labelling coordinates,
+``value`` and ``units``; integers stay integers and padding rows are left out.
 """
 
 from __future__ import annotations
@@ -108,26 +111,63 @@ def format_table(results: Mapping[str, Result], max_rows: int = 40, float_format
     return "\n".join(lines) if lines else "(no results)"
 
 
+_ROW_COORDS = ("time", "step", "epoch", "phase", "layer", "neuron", "pre", "seed", "model", "variant",
+               "variant_label", "quantile")
+"""Coordinates that label a value, kept as columns (or as coordinates in .nc/.zarr) also when they are not dims:
+the time of a value after ``aggregate: last``, a selected model or layer, a variant's label."""
+_STRUCTURAL = ("layer", "neuron", "pre")
+"""Dims along which a store pads (layers where a variable does not exist, neurons beyond a layer's width)."""
+
+
+def _label_coords(da: xr.DataArray) -> list[str]:
+    """The coordinates of ``da`` that are not dims but label its values (along its dims, or scalars)."""
+    return [c for c in _ROW_COORDS if c in da.coords and c not in da.dims and set(da[c].dims) <= set(da.dims)]
+
+
+def _without_padding(frame: pd.DataFrame, dims: tuple[str, ...]) -> pd.DataFrame:
+    """Drop the rows of padding: positions along the structural dims (and a variant's times outside its own time
+    course) whose value is NaN in every row, i.e. for every seed, model and time. A run's own NaN (a diverged run)
+    stays, as long as one other row at that position has a value."""
+    variant_times = ["time", "variant"] if {"time", "variant"} <= set(dims) else []
+    for group in ([d for d in _STRUCTURAL if d in dims], variant_times):
+        if group:
+            keep = frame["value"].notna().groupby([frame[c] for c in group]).transform("any")
+            frame = frame[keep.to_numpy(dtype=bool)]
+    return frame.reset_index(drop=True)
+
+
 def to_frame(results: Mapping[str, Result]) -> pd.DataFrame:
-    """Long table of all results: columns ``query``, ``metric``, one column per dim, ``value`` (computes)."""
+    """Long table of all results (computes them): columns ``query``, ``metric``, one column per dim and per
+    labelling coordinate (the time of ``aggregate: last``, a selected model or layer), ``value`` and ``units``.
+
+    Integer coordinates stay integers (nullable ``Int64`` where another query has no such column); padding rows
+    (see :func:`_without_padding`) are left out.
+    """
     frames = []
+    integers: set[str] = set()
     for name, da in _arrays(results).items():
         da = da.compute()
-        # the label of a variant and the time of a value per variant (aggregate: last) are kept as columns
-        along = "variant" in da.dims or "variant" in da.coords  # a selected variant is a scalar coordinate
-        keep = [c for c in ("variant", "variant_label", "time") if along and c in da.coords and c not in da.dims
-                and (c != "time" or "variant" in da[c].dims)]
-        drop = [c for c in da.coords if c not in da.dims and c not in keep]
-        frame = da.drop_vars(drop).to_dataframe(name="value").reset_index()
-        if not da.dims:
-            frame = pd.DataFrame({"value": [da.item()]})
+        labels = _label_coords(da)
+        da = da.drop_vars([c for c in da.coords if c not in da.dims and c not in labels])
+        if da.dims:
+            frame = da.to_dataframe(name="value").reset_index()
+        else:
+            frame = pd.DataFrame({"value": [da.item()], **{c: [da[c].item()] for c in labels}})
+        frame = _without_padding(frame, da.dims)
+        integers |= {c for c in frame.columns if c != "value" and pd.api.types.is_integer_dtype(frame[c])}
         frame.insert(0, "metric", str(da.attrs.get("metric", da.name)))
         frame.insert(0, "query", name)
+        frame["units"] = str(da.attrs.get("units", ""))
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["query", "metric", "value"])
+        return pd.DataFrame(columns=["query", "metric", "value", "units"])
     table = pd.concat(frames, ignore_index=True, sort=False)
-    return table[[c for c in table.columns if c != "value"] + ["value"]]
+    for column in integers:
+        table[column] = table[column].astype("Int64")
+    ordered = [c for c in _ORDER + _ROW_COORDS if c in table.columns]
+    columns = ["query", "metric", *dict.fromkeys(ordered), *[c for c in table.columns if c not in
+               ("query", "metric", "value", "units", *ordered)], "value", "units"]
+    return table[columns]
 
 
 def _combine(results: Mapping[str, Result]) -> xr.Dataset:
@@ -144,11 +184,14 @@ def _combine(results: Mapping[str, Result]) -> xr.Dataset:
                 indexes[d] = coord
             elif not (known.shape == coord.shape and np.array_equal(known.values, coord.values)):
                 renames[d] = f"{d}__{name}"
-        # drop non-dim coords that would clash between results (scalar time, step, epoch, ...)
-        da = da.drop_vars([c for c in da.coords if c not in da.dims])
+        # coordinates that label the values (the time of `last`, a selected layer) are kept under the name
+        # <coord>__<query>, as they would clash between results; the others (conductances, ...) are dropped
+        labels = _label_coords(da)
+        da = da.drop_vars([c for c in da.coords if c not in da.dims and c not in labels])
         attrs = {k: v for k, v in da.attrs.items() if isinstance(v, (str, int, float))}
         attrs["query_dims"] = ",".join(map(str, da.dims))
-        da = da.rename({d: r for d, r in renames.items()}) if renames else da
+        attrs["query_coords"] = ",".join(labels)
+        da = da.rename({**renames, **{c: f"{c}__{name}" for c in labels}})
         da.attrs = attrs
         variables[name] = da.rename(name)
     return xr.Dataset(variables, attrs={"queries": ",".join(variables)})
@@ -184,7 +227,10 @@ def load_results(path: str | Path) -> dict[str, xr.DataArray]:
     for name in order + [v for v in ds.data_vars if v not in order]:
         da = ds[name]
         original = [d for d in str(da.attrs.pop("query_dims", "")).split(",") if d]
+        labels = [c for c in str(da.attrs.pop("query_coords", "")).split(",") if c]
+        own = {f"{c}__{name}": c for c in labels if f"{c}__{name}" in da.coords}
+        da = da.drop_vars([c for c in da.coords if c not in da.dims and c not in own])
         if len(original) == da.ndim:
             da = da.rename({cur: orig for cur, orig in zip(da.dims, original) if cur != orig})
-        out[str(name)] = da.drop_vars([c for c in da.coords if c not in da.dims])
+        out[str(name)] = da.rename(own) if own else da
     return out

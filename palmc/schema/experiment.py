@@ -311,7 +311,8 @@ class Plasticity(Section):
     )
     eta_bw: PerLayerValues = Field(
         description="Learning rate of the feedback weights BPP, one per hidden layer (len(layers)-2 values). BP "
-        "ignores it (its feedback is the transposed forward weights); 0 keeps FA's random feedback fixed."
+        "and FA ignore it (BP's feedback is the transposed forward weights; FA's random feedback never changes): only "
+        "PAL learns its feedback."
     )
     eta_IP: PerLayerValues = Field(
         description="Learning rate of the pyramidal-to-interneuron weights WIP, one per hidden layer "
@@ -516,7 +517,8 @@ class ModelEntry(Section):
 
     kind: ModelKind = Field(
         description="Learning rule: 'BP' (backprop: feedback = transposed forward weights), 'FA' (feedback "
-        "alignment: fixed random feedback when eta_bw = 0) or 'PAL' (phaseless alignment learning of the feedback)."
+        "alignment: fixed random feedback, never updated whatever eta_bw is) or 'PAL' (phaseless alignment learning "
+        "of the feedback)."
     )
     name: Optional[Name] = Field(
         None, description="Name of the model in results (unique within the experiment); null = kind."

@@ -144,6 +144,16 @@ def read_legacy_params(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     return params, notes
 
 
+def is_reference_params(path: str | Path) -> bool:
+    """Whether ``path`` holds a reference ``params.json`` (a JSON object of the reference's parameter keys) rather
+    than a palmc experiment (which has sections such as ``network``)."""
+    try:
+        params, _ = read_legacy_params(path)
+    except ExperimentError:
+        return False
+    return "network" not in params and len(PARAMETER_TARGETS.keys() & params.keys()) >= 3
+
+
 def _default_name(path: Path | None) -> str:
     if path is None:
         return "legacy"

@@ -15,6 +15,18 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
+from fsspec.registry import known_implementations
+
+
+class MissingFilesystemPackage(Exception):
+    """A store URL whose protocol needs a package that is not installed (``s3://`` without s3fs)."""
+
+    def __init__(self, url: str) -> None:
+        protocol = url.split("://", 1)[0]
+        known = known_implementations.get(protocol, {})
+        package = known.get("class", protocol).split(".", 1)[0]
+        super().__init__(f"{url}: {protocol}:// stores need the package {package!r}, which is not installed here; "
+                         f"install it (pip install {package}) on this machine and on every Dask worker")
 
 
 class StoreLocation:
@@ -24,7 +36,10 @@ class StoreLocation:
         if isinstance(target, StoreLocation):
             target = target.url
         text = str(target)
-        self.fs, root = fsspec.core.url_to_fs(text)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(text)
+        except ImportError as err:
+            raise MissingFilesystemPackage(text) from err
         self.is_local = isinstance(self.fs, LocalFileSystem)
         # local stores are plain paths (Zarr's fsspec store does not create local directories)
         self.url = root if self.is_local else text

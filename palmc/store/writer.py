@@ -27,7 +27,7 @@ import xarray as xr
 import zarr
 
 from palmc.plan import BatchSpec, Plan
-from palmc.store.layout import attributes, store_dims
+from palmc.store.layout import attributes, encode_run_status, run_status_attrs, store_dims
 from palmc.store.location import StoreLocation
 from palmc.version import __version__
 
@@ -155,8 +155,7 @@ def template(plan: Plan) -> xr.Dataset:
         data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
         data_vars[var.name] = xr.Variable(store_dims(var, plan.has_variants), data, attributes(var),
                                           encoding={"compressors": (record_compressor(),)})
-    data_vars["run_status"] = xr.Variable(runs, np.full(run_shape, "pending", dtype=object), {
-        "long_name": "outcome of the run: pending, complete, diverged or failed"})
+    data_vars["run_status"] = xr.Variable(runs, encode_run_status(np.full(run_shape, "pending")), run_status_attrs())
     data_vars["diverged_step"] = xr.Variable(runs, np.full(run_shape, -1, dtype=np.int64), {
         "long_name": "first recorded step with a non-finite state (-1: never)"})
     p0 = params[0]
@@ -172,6 +171,7 @@ def template(plan: Plan) -> xr.Dataset:
         "engine": plan.engine,
         "seeds_per_batch": plan.seeds_per_batch,
         "steps_total": plan.protocol.total_steps,
+        "settling_steps": plan.protocol.settling_steps,
         "run_steps_total": plan.total_run_steps,
         "swept": json.dumps(plan.swept),
         "steps_done": 0,
@@ -304,7 +304,7 @@ def write_run_status(path: "str | Path | StoreLocation", status: np.ndarray, div
     """Write the per-run outcome arrays, shape (seed, model[, variant]), in one go (only the coordinator does)."""
     dims = ("seed", "model", "variant")[:status.ndim]
     xr.Dataset({
-        "run_status": xr.Variable(dims, status.astype(object)),
+        "run_status": xr.Variable(dims, encode_run_status(status)),
         "diverged_step": xr.Variable(dims, diverged_step.astype(np.int64)),
     }).to_zarr(str(StoreLocation(path)), region={d: slice(None) for d in dims}, consolidated=False, zarr_format=3)
 
