@@ -110,6 +110,15 @@ class Plan:
         return np.searchsorted(self.record_steps, variant.record_steps)
 
     @property
+    def eval_epochs(self) -> np.ndarray:
+        """The store's eval_epoch axis (task supervised; else empty): the union of every variant's evaluations."""
+        return np.unique(np.array([e for v in self.variants for e in v.protocol.eval_epochs], dtype=np.int64))
+
+    def eval_positions(self, variant: Variant) -> np.ndarray:
+        """Positions on the store's eval_epoch axis of ``variant``'s evaluations."""
+        return np.searchsorted(self.eval_epochs, np.array(variant.protocol.eval_epochs, dtype=np.int64))
+
+    @property
     def n_runs(self) -> int:
         return len(self.seeds) * len(self.model_names) * len(self.variants)
 

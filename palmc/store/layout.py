@@ -112,9 +112,31 @@ def variables_for(names: list[str] | tuple[str, ...], task: str, any_pal: bool) 
     out = []
     for name in names:
         var = VARIABLES[name]
-        if var.fw_bw_only and task != "fw_bw":
+        if var.fw_bw_only and task == "bw_only":
             continue
         if var.pal_only and not any_pal:
             continue
         out.append(var)
     return out
+
+
+EVALUATION_DIMS = ("eval_epoch", "seed", "model")
+"""Dims of the evaluation results (task supervised); a swept store adds 'variant'."""
+
+
+@dataclass(frozen=True)
+class EvaluationVariable:
+    """A result of the evaluations of task supervised, one value per evaluation and run."""
+
+    name: str
+    long_name: str
+    units: str
+
+
+EVALUATION_VARIABLES: dict[str, EvaluationVariable] = {v.name: v for v in [
+    EvaluationVariable("test_accuracy", "fraction of the test samples classified right (argmax of the output rates "
+                       "at the end of each presentation; plasticity, nudging and noise off)", "1"),
+    EvaluationVariable("train_accuracy", "fraction of the evaluated training samples classified right (as "
+                       "test_accuracy)", "1"),
+]}
+
