@@ -98,7 +98,7 @@ name: separable
 task: supervised
 network: {{layers: [4, 8, 2]}}
 dynamics: {{dt: 0.1, Tpres: 1.0, settling_time: 1.0}}
-plasticity: {{eta_fw: [0.5, 0.1], eta_bw: [0.0], eta_IP: [2.0], eta_PI: [0.0]}}
+plasticity: {{eta_fw: [30.0, 0.3], eta_bw: [0.0], eta_IP: [10.0], eta_PI: [0.0]}}
 input:
   epochs: {epochs}
   dataset: {dataset}
