@@ -187,7 +187,7 @@ def plot(
 
 @app.command()
 def reproduce(
-    figure: str = typer.Argument(..., help="fig3abc, fig3def, fig4ab or fig6 (the files experiments/<figure>.yaml)."),
+    figure: str = typer.Argument(..., help="fig3abc, fig3def, fig4ab, fig6 or yinyang (the files experiments/<figure>.yaml)."),
     outdir: Optional[Path] = typer.Option(None, "-o", "--outdir", help="Directory of the report and plots (default: results/<figure>)."),
     short: bool = typer.Option(False, "--short", help="Run a shortened copy (a couple of epochs): a quick smoke test."),
     store: Optional[Path] = typer.Option(None, "--store", help="Zarr store to use (default: the experiment's output.store; OUTDIR/<figure>-short.zarr with --short)."),
