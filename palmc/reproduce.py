@@ -152,6 +152,9 @@ def _shortened(data: dict[str, Any], short: Short) -> dict[str, Any]:
     if short.settling_time is not None:
         data["dynamics"]["settling_time"] = short.settling_time
     data["recording"]["every"] = shrink_every(data["recording"]["every"])
+    if dataset is not None:  # task supervised: at least one record per epoch of the short run
+        steps_per_epoch = dataset["train_size"] * round(data["dynamics"]["Tpres"] / data["dynamics"]["dt"])
+        data["recording"]["every"] = min(data["recording"]["every"], steps_per_epoch)
     for path, values in swept.items():
         if path == "input.epochs":
             values[:] = [short.epochs] * len(values)
@@ -480,7 +483,7 @@ def _accuracy(ds: xr.Dataset) -> Section:
 
     section = Section()
     final_epoch = int(ds["eval_epoch"].values[-1])
-    finals = {name: 100 * _compute(query(ds, name, aggregate="last")) for name in ("test_accuracy", "train_accuracy")}
+    finals = {name: 100 * _compute(query(ds, name).isel(eval_epoch=-1)) for name in ("test_accuracy", "train_accuracy")}
     section.lines += [
         f"Accuracy after the last epoch ({final_epoch}), in %, mean ± std (ddof 0) over {ds.sizes['seed']} seeds: "
         "a frozen copy of each network (plasticity, nudging and noise off) classifies every test sample (and the "
@@ -508,7 +511,7 @@ def _accuracy(ds: xr.Dataset) -> Section:
     for name in ("test_accuracy", "train_accuracy"):
         section.panels.append(accuracy_curves(query(ds, name), colors=colors,
                                               title=f"{name.replace('_', ' ')} (mean and min-max over seeds)"))
-    if "MSE" in ds:
+    if "MSE" in ds and (ds["phase"] == "training").any():  # a short run may end before its first record
         from palmc.plots import plot_result
 
         section.panels.append(plot_result(_compute(query(ds, "MSE", select={"phase": "training"})), band="quantile",

@@ -114,6 +114,22 @@ def test_short_fig4ab_reports_the_error_of_each_model(tmp_path: Path) -> None:
     _check_html(tmp_path / "fig4ab.html")
 
 
+def test_short_yinyang_reports_the_accuracy_of_each_model(tmp_path: Path) -> None:
+    _run("yinyang", "--short", "-o", str(tmp_path))
+    report = (tmp_path / "report.md").read_text()
+    rows = _table_rows(report)
+    models = [r for r in rows if r[0] in ("BP", "FA", "PAL")]
+    assert [r[0] for r in models] == ["BP", "FA", "PAL"]
+    for row in models:  # model, test accuracy, min, max, training accuracy (%)
+        mean, std = _mean_std(row[1])
+        assert 0 <= mean <= 100 and std >= 0 and 0 <= float(row[2]) <= float(row[3]) <= 100
+        assert 0 <= _mean_std(row[4])[0] <= 100
+    assert "98.7 ± 0.3" in report and "64.3 ± 0.2" in report  # the published ANN and linear classifier
+    numbers = pd.read_csv(tmp_path / "numbers.csv")
+    assert set(numbers.loc[numbers["quantity"] == "test_accuracy_percent", "model"]) == {"BP", "FA", "PAL"}
+    _check_html(tmp_path / "yinyang.html")
+
+
 def test_unknown_figure_lists_the_figures(tmp_path: Path) -> None:
     result = runner.invoke(app, ["reproduce", "fig9", "-o", str(tmp_path)])
     assert result.exit_code == 2
