@@ -487,9 +487,14 @@ def _accuracy(ds: xr.Dataset) -> Section:
     section.lines += [
         f"Accuracy after the last epoch ({final_epoch}), in %, mean ± std (ddof 0) over {ds.sizes['seed']} seeds: "
         "a frozen copy of each network (plasticity, nudging and noise off) classifies every test sample (and the "
-        "first training samples) by the argmax of its output rates at the end of the presentation.", "",
-        "| model | test accuracy (%) | min over seeds | max | training accuracy (%) |", "|---|---|---|---|---|",
+        "first training samples) by the argmax of its output rates at the end of the presentation. The angle "
+        "between the feedback weights and the transposed forward weights (0 deg for BP) is that of the last "
+        "record.", "",
+        "| model | test accuracy (%) | min over seeds | max | training accuracy (%) | final ∠(B^PP, (W^PP)^T) (deg) |",
+        "|---|---|---|---|---|---|",
     ]
+    recorded = "BPP" in ds and "WPP" in ds and (ds["phase"] == "training").any()
+    angle = _compute(query(ds, "angle_BPP_WPPT", aggregate="last")) if recorded else None
     for model in finals["test_accuracy"]["model"].values:
         test = np.asarray(finals["test_accuracy"].sel(model=model).values, dtype=float)
         train = np.asarray(finals["train_accuracy"].sel(model=model).values, dtype=float)
@@ -499,8 +504,14 @@ def _accuracy(ds: xr.Dataset) -> Section:
                              "palmc_std": std})
         section.rows.append({"quantity": "train_accuracy_percent", "model": str(model), "palmc_mean": train_mean,
                              "palmc_std": train_std})
+        angle_text = "n/a"
+        if angle is not None:
+            angle_mean, angle_std = _mean_std(np.asarray(angle.sel(model=model).values, dtype=float).ravel())
+            angle_text = _pm(angle_mean, angle_std, ".1f")
+            section.rows.append({"quantity": "angle_BPP_WPPT", "model": str(model), "layer": 1,
+                                 "palmc_mean": angle_mean, "palmc_std": angle_std})
         section.lines.append(f"| {model} | {_pm(mean, std)} | {np.nanmin(test):.2f} | {np.nanmax(test):.2f} | "
-                             f"{_pm(train_mean, train_std)} |")
+                             f"{_pm(train_mean, train_std)} | {angle_text} |")
     section.lines += ["", "Published test accuracies on the same splits (other networks, for scale):", "",
                       "| network | test accuracy (%) |", "|---|---|"]
     for name, mean, std in PUBLISHED_YINYANG:
