@@ -189,8 +189,9 @@ def test_one_hot_labels_and_target_mapping() -> None:
 def test_dataset_only_in_task_supervised() -> None:
     text = SUPERVISED_YAML.format(dataset="yinyang", epochs=1, every=1).replace("[4, 8, 2]", "[4, 8, 3]")
     assert parse_experiment(text).labelled_data().n_train == 5000
-    with pytest.raises(ExperimentError, match="used only by task supervised"):
+    with pytest.raises(ExperimentError, match="input.dataset: used only by task supervised") as error:
         parse_experiment(text.replace("task: supervised", "task: fw_bw"))
+    assert "evaluation: used only by task supervised" in str(error.value)
     with pytest.raises(ExperimentError, match="required for task supervised"):
         parse_experiment(text.replace("  dataset: yinyang\n", ""))
     with pytest.raises(ExperimentError, match="expected shape \\(samples, 3\\) for the network.s 3 inputs, got \\(5000, 4\\)"):

@@ -852,10 +852,11 @@ class Experiment(Section):
     def _dataset_problems(self) -> list[tuple[Location, str]]:
         """Task supervised needs a dataset that fits the network (read here, so a bad one stops before a run)."""
         if self.task != "supervised":
-            if self.input.dataset is not None:
-                return [(("input", "dataset"), f"a dataset is used only by task supervised, got it in task "
-                                                f"{self.task} (remove input.dataset or set task: supervised)")]
-            return []
+            given = [(("input", "dataset"), self.input.dataset is not None),
+                     (("input", "target"), "target" in self.input.model_fields_set),
+                     (("evaluation",), "evaluation" in self.model_fields_set)]
+            return [(location, f"used only by task supervised, got it in task {self.task} (remove "
+                               f"{_dotted(location)} or set task: supervised)") for location, present in given if present]
         if self.input.dataset is None:
             return [(("input", "dataset"), "required for task supervised: expected 'yinyang' or a file (a mapping "
                                            "with source: file and path)")]
