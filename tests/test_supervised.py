@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 import palmc
 from palmc.cli import app
 from palmc.engine import kernel
-from palmc.engine.datasets import YINYANG_SPLITS, DatasetError, check_arrays, target_voltages, yinyang
+from palmc.engine.datasets import (YINYANG_SPLITS, DatasetError, LabelledData, check_arrays, target_voltages,
+                                   yinyang)
 from palmc.engine.params import Protocol, RunSpec, TargetMap
-from palmc.engine.datasets import LabelledData
 from palmc.engine.tasks import Simulation, evaluate
 from palmc.plan import make_plan
 from palmc.runner import run_batch
