@@ -129,7 +129,13 @@ class Plan:
 
     @property
     def experiment_sha256(self) -> str:
-        return hashlib.sha256(self.experiment_yaml.encode()).hexdigest()
+        """Identity of the experiment: its YAML text and (task supervised) the data it reads from files."""
+        digest = hashlib.sha256(self.experiment_yaml.encode())
+        for variant in self.variants:
+            data = variant.protocol.data
+            if data is not None and data.source != "yinyang":  # generated data is fixed by the text
+                digest.update(data.fingerprint().encode())
+        return digest.hexdigest()
 
     def runs(self, batch: BatchSpec) -> list[RunSpec]:
         """The batch's runs, seed-major (the order of the store's (seed, model) block)."""

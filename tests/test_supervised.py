@@ -130,6 +130,17 @@ def test_user_npz_trains_and_evaluates_end_to_end(tmp_path: Path) -> None:
     assert (first < final).all()
 
 
+def test_resuming_with_other_data_in_the_file_is_refused(tmp_path: Path) -> None:
+    data = write_npz(tmp_path / "data.npz")
+    exp = write_supervised(tmp_path, str(data), epochs=1, every=1)
+    store = tmp_path / "out.zarr"
+    assert runner.invoke(app, ["simulate", str(exp), "-o", str(store), "--workers", "1", "--no-progress"]).exit_code == 0
+    x_test, y_test = separable(100, 3)
+    write_npz(tmp_path / "data.npz", x_test=x_test, y_test=y_test)
+    result = runner.invoke(app, ["simulate", str(exp), "-o", str(store), "--resume", "--no-progress"])
+    assert result.exit_code == 2 and "different experiment" in result.output
+
+
 @pytest.mark.parametrize("changes, expected", [
     (dict(x_train=np.zeros((10, 3))), "x_train: expected shape (samples, 4)"),
     (dict(y_test=np.full(100, 2)), "y_test: expected labels in 0..1"),

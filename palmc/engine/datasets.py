@@ -13,6 +13,7 @@ validation (seed 41) and 1000 test samples (seed 40).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -90,6 +91,14 @@ class LabelledData:
     @property
     def n_test(self) -> int:
         return len(self.y_test)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the arrays (shapes and values), so that a store knows which data trained it."""
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
 
 def yinyang_data(train_size: int, train_seed: int, test_size: int, test_seed: int) -> LabelledData:
