@@ -143,6 +143,11 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
         typer.echo(f"{prefix}steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} "
                    f"epochs x {proto.steps_per_epoch}), {variant.n_records} records (every {variant.every} steps)")
     typer.echo(f"  records     {plan.n_records} on the time axis, {plan.chunk_records} per chunk")
+    data = plan.protocol.data
+    if data is not None:
+        typer.echo(f"  dataset     {data.source}: {data.n_train} training, {data.n_test} test samples, "
+                   f"{data.n_classes} classes; {len(plan.eval_epochs)} evaluations (test set and "
+                   f"{plan.protocol.eval_train_samples} training samples)")
     typer.echo(f"  variables   {', '.join(v.name for v in plan.variables)}")
     typer.echo(f"  store       {exp.output.store}, about {plan.estimated_store_bytes() / 2**20:.1f} MiB uncompressed")
     typer.echo(f"  engine      {plan.engine}")
@@ -252,7 +257,7 @@ def plot(
 
 @app.command()
 def reproduce(
-    figure: str = typer.Argument(..., help="fig3abc, fig3def, fig4ab or fig6 (the files experiments/<figure>.yaml)."),
+    figure: str = typer.Argument(..., help="fig3abc, fig3def, fig4ab, fig6 or yinyang (the files experiments/<figure>.yaml)."),
     outdir: Optional[Path] = typer.Option(None, "-o", "--outdir", help="Directory of the report and plots (default: results/<figure>)."),
     short: bool = typer.Option(False, "--short", help="Run a shortened copy (a couple of epochs): a quick smoke test."),
     store: Optional[Path] = typer.Option(None, "--store", help="Zarr store to use (default: the experiment's output.store; OUTDIR/<figure>-short.zarr with --short)."),

@@ -129,6 +129,15 @@ class Plan:
         return int(max(1, min(n_records, by_size, MAX_CHUNK_STEPS // min(v.every for v in self.variants))))
 
     @property
+    def eval_epochs(self) -> np.ndarray:
+        """The store's eval_epoch axis (task supervised; else empty): the union of every variant's evaluations."""
+        return np.unique(np.array([e for v in self.variants for e in v.protocol.eval_epochs], dtype=np.int64))
+
+    def eval_positions(self, variant: Variant) -> np.ndarray:
+        """Positions on the store's eval_epoch axis of ``variant``'s evaluations."""
+        return np.searchsorted(self.eval_epochs, np.array(variant.protocol.eval_epochs, dtype=np.int64))
+
+    @property
     def n_runs(self) -> int:
         return len(self.seeds) * len(self.model_names) * len(self.variants)
 
@@ -139,7 +148,13 @@ class Plan:
 
     @property
     def experiment_sha256(self) -> str:
-        return hashlib.sha256(self.experiment_yaml.encode()).hexdigest()
+        """Identity of the experiment: its YAML text and (task supervised) the data it reads from files."""
+        digest = hashlib.sha256(self.experiment_yaml.encode())
+        for variant in self.variants:
+            data = variant.protocol.data
+            if data is not None and data.source != "yinyang":  # generated data is fixed by the text
+                digest.update(data.fingerprint().encode())
+        return digest.hexdigest()
 
     def runs(self, batch: BatchSpec) -> list[RunSpec]:
         """The batch's runs, seed-major (the order of the store's (seed, model) block)."""

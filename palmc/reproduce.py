@@ -1,6 +1,7 @@
 """Reproduce the paper's figures from the shipped experiments (``palmc reproduce FIGURE``).
 
-For a figure (``fig3abc``, ``fig3def``, ``fig4ab``, ``fig6``: the files ``experiments/<figure>.yaml``)
+For a figure (``fig3abc``, ``fig3def``, ``fig4ab``, ``fig6``, and the Yin-Yang task ``yinyang``: the files
+``experiments/<figure>.yaml``)
 :func:`reproduce` simulates the experiment into a store (an existing complete store of the same experiment is
 reused, an interrupted one resumed), evaluates the figure's metrics with the query layer, writes the figure's
 interactive plots (one offline HTML file) and a Markdown report with the key numbers, beside the published ones
@@ -82,7 +83,7 @@ class Figure:
     name: str
     title: str
     summary: str  # what the figure shows, for the report
-    kind: Literal["angles", "mse", "variants"]  # which analysis: Fig. 3, Fig. 4, Fig. 6
+    kind: Literal["angles", "mse", "variants", "accuracy"]  # which analysis: Fig. 3, Fig. 4, Fig. 6, Yin-Yang
     short: Short
 
 
@@ -103,7 +104,18 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
            "PAL's final alignment for noise time scales of 10, 100 and 1000 dt (presentation times, filters and "
            "learning rates rescaled with them), with prospective (taur = 1) or plain (taur = 0) voltages.",
            "variants", Short(epochs=2, dataset_size=2, seeds=3, settling_time=10.0)),
+    Figure("yinyang", "Yin-Yang: BP, FA and PAL microcircuits learn a real classification task",
+           "A 4-H-3 microcircuit learns the Yin-Yang dataset (Kriener, Goeltz, Petrovici 2022: 5000 training and "
+           "1000 test samples, classes yin, yang and dot) with BP, FA and PAL feedback: test accuracy over training "
+           "and at the end, beside a linear classifier and a backprop ANN.",
+           "accuracy", Short(epochs=2, dataset_size=500, seeds=2)),
 )}
+
+PUBLISHED_YINYANG = (
+    ("ANN 4-120-3 (backprop, Adam, 300 epochs)", 98.7, 0.3),
+    ("shallow network (linear classifier)", 64.3, 0.2),
+)
+"""Published Yin-Yang test accuracies (%, mean ± std over 20 runs; README of lkriener/yin_yang_data_set)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -143,13 +155,21 @@ def _shortened(data: dict[str, Any], short: Short) -> dict[str, Any]:
 
     data["name"] = f"{data['name']}-short"
     data["input"]["epochs"] = short.epochs
-    if short.dataset_size is not None:
+    dataset = data["input"].get("dataset")
+    if short.dataset_size is not None and dataset is not None and dataset["source"] == "yinyang":
+        scale = short.dataset_size / dataset["train_size"]  # task supervised: the training set is the epoch
+        dataset["train_size"] = short.dataset_size
+        dataset["test_size"] = min(dataset["test_size"], short.dataset_size)
+    elif short.dataset_size is not None:
         data["input"]["dataset_size"] = short.dataset_size
     if short.seeds is not None:
         data["seeds"] = data["seeds"][: short.seeds]
     if short.settling_time is not None:
         data["dynamics"]["settling_time"] = short.settling_time
     data["recording"]["every"] = shrink_every(data["recording"]["every"])
+    if dataset is not None:  # task supervised: at least one record per epoch of the short run
+        steps_per_epoch = dataset["train_size"] * round(data["dynamics"]["Tpres"] / data["dynamics"]["dt"])
+        data["recording"]["every"] = min(data["recording"]["every"], steps_per_epoch)
     for path, values in swept.items():
         if path == "input.epochs":
             values[:] = [short.epochs] * len(values)
@@ -481,6 +501,64 @@ def _variant_section(ds: xr.Dataset, exp: Any) -> Section:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Yin-Yang: accuracy of BP, FA and PAL
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _accuracy(ds: xr.Dataset) -> Section:
+    from palmc.plots import accuracy_curves, model_colors
+    from palmc.query import query
+
+    section = Section()
+    final_epoch = int(ds["eval_epoch"].values[-1])
+    finals = {name: 100 * _compute(query(ds, name).isel(eval_epoch=-1)) for name in ("test_accuracy", "train_accuracy")}
+    section.lines += [
+        f"Accuracy after the last epoch ({final_epoch}), in %, mean ± std (ddof 0) over {ds.sizes['seed']} seeds: "
+        "a frozen copy of each network (plasticity, nudging and noise off) classifies every test sample (and the "
+        "first training samples) by the argmax of its output rates at the end of the presentation. The angle "
+        "between the feedback weights and the transposed forward weights (0 deg for BP) is that of the last "
+        "record.", "",
+        "| model | test accuracy (%) | min over seeds | max | training accuracy (%) | final ∠(B^PP, (W^PP)^T) (deg) |",
+        "|---|---|---|---|---|---|",
+    ]
+    recorded = "BPP" in ds and "WPP" in ds and (ds["phase"] == "training").any()
+    angle = _compute(query(ds, "angle_BPP_WPPT", aggregate="last")) if recorded else None
+    for model in finals["test_accuracy"]["model"].values:
+        test = np.asarray(finals["test_accuracy"].sel(model=model).values, dtype=float)
+        train = np.asarray(finals["train_accuracy"].sel(model=model).values, dtype=float)
+        mean, std = _mean_std(test)
+        train_mean, train_std = _mean_std(train)
+        section.rows.append({"quantity": "test_accuracy_percent", "model": str(model), "palmc_mean": mean,
+                             "palmc_std": std})
+        section.rows.append({"quantity": "train_accuracy_percent", "model": str(model), "palmc_mean": train_mean,
+                             "palmc_std": train_std})
+        angle_text = "n/a"
+        if angle is not None:
+            angle_mean, angle_std = _mean_std(np.asarray(angle.sel(model=model).values, dtype=float).ravel())
+            angle_text = _pm(angle_mean, angle_std, ".1f")
+            section.rows.append({"quantity": "angle_BPP_WPPT", "model": str(model), "layer": 1,
+                                 "palmc_mean": angle_mean, "palmc_std": angle_std})
+        section.lines.append(f"| {model} | {_pm(mean, std)} | {np.nanmin(test):.2f} | {np.nanmax(test):.2f} | "
+                             f"{_pm(train_mean, train_std)} | {angle_text} |")
+    section.lines += ["", "Published test accuracies on the same splits (other networks, for scale):", "",
+                      "| network | test accuracy (%) |", "|---|---|"]
+    for name, mean, std in PUBLISHED_YINYANG:
+        section.lines.append(f"| {name} | {_pm(mean, std, '.1f')} |")
+        section.rows.append({"quantity": "published_test_accuracy_percent", "model": name, "published_mean": mean,
+                             "published_std": std})
+    colors = model_colors(ds["model"].values)
+    for name in ("test_accuracy", "train_accuracy"):
+        section.panels.append(accuracy_curves(query(ds, name), colors=colors,
+                                              title=f"{name.replace('_', ' ')} (mean and min-max over seeds)"))
+    if "MSE" in ds and (ds["phase"] == "training").any():  # a short run may end before its first record
+        from palmc.plots import plot_result
+
+        section.panels.append(plot_result(_compute(query(ds, "MSE", select={"phase": "training"})), band="quantile",
+                                          title="output error MSE while training (median, 10-90% over seeds)"))
+    return section
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # report and plots
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -537,6 +615,8 @@ def reproduce(
         section = _angles(ds, figure, exp_dir)
     elif spec.kind == "mse":
         section = _mse(ds)
+    elif spec.kind == "accuracy":
+        section = _accuracy(ds)
     else:
         section = _variant_section(ds, exp)
     html = _save_html(section.panels, out / f"{figure}.html", spec.title, spec.summary)

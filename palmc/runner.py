@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from palmc.engine.tasks import Simulation
+from palmc.engine.tasks import Simulation, evaluate
 from palmc.plan import BatchSpec, Plan
 from palmc.store.recorder import ChunkRecorder
 from palmc.store.writer import ChunkWriter, load_checkpoint, save_checkpoint
@@ -111,12 +111,28 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
     diverged: dict[int, int] = {}
     if payload is not None:
         diverged = {int(run): int(step) for run, step in payload["diverged"]}
+    # task supervised: evaluations at these steps; those at or before a resumed step were written before
+    eval_steps = variant.protocol.eval_steps
+    evals_done = sum(1 for k in eval_steps if k < sim.state.step or (payload is not None and k == sim.state.step))
+
+    def evaluate_due() -> None:
+        nonlocal evals_done
+        while evals_done < len(eval_steps) and eval_steps[evals_done] == sim.state.step:
+            with np.errstate(all="ignore"):
+                results = evaluate(sim, lambda frozen, n, hook: advance(frozen, n, hook, plan.engine))
+            writer.write_evaluation(evals_done, results)
+            evals_done += 1
+
+    evaluate_due()
     while not sim.done:
         records_target = min(records_done + plan.chunk_records, n_records)
         end_step = records_target * variant.every if records_target < n_records else total
         before = sim.state.step
-        with np.errstate(all="ignore"):  # a diverging run must not stop the others; it is reported instead
-            advance(sim, end_step - before, recorder, plan.engine)
+        while sim.state.step < end_step:
+            stop = min([end_step] + [k for k in eval_steps[evals_done:] if k > sim.state.step])
+            with np.errstate(all="ignore"):  # a diverging run must not stop the others; it is reported instead
+                advance(sim, stop - sim.state.step, recorder, plan.engine)
+            evaluate_due()
         for run in np.flatnonzero(_diverged_runs(sim)):
             diverged.setdefault(int(run), _first_bad_step(recorder, int(run), sim.state.step))
         steps, data = recorder.take()

@@ -93,6 +93,7 @@ def test_dataset_contract_table_is_current() -> None:
     ("fw_bw", {"PAL"}, set(RECORDABLE)),
     ("fw_bw", {"BP", "FA"}, set(RECORDABLE) - {"rP_breve_HI", "vapi_noise", "noise"}),
     ("bw_only", {"BP", "PAL"}, set(RECORDABLE) - {"MSE", "error", "target"}),
+    ("supervised", {"BP"}, set(RECORDABLE) - {"rP_breve_HI", "vapi_noise", "noise"}),
 ])
 def test_variables_for(task: str, models: set[str], expected: set[str]) -> None:
     assert {v.name for v in variables_for(RECORDABLE, task, models)} == expected

@@ -12,10 +12,13 @@ pyramidal population (network layers 1..L).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from palmc.engine.datasets import LabelledData, TargetKind
 
 ModelKind = Literal["BP", "FA", "PAL"]
-Task = Literal["bw_only", "fw_bw"]
+Task = Literal["bw_only", "fw_bw", "supervised"]
 Activation = Literal["logistic", "hard_sigmoid", "relu", "soft_relu", "linear", "tanh"]
 NoiseType = Literal["OU", "hold_white_noise"]
 NoiseMode = Literal["const", "uP", "uP_breve", "vapi"]
@@ -105,6 +108,12 @@ class Protocol:
     epochs: int
     steps_per_presentation: int  # Tp = int(Tpres / dt)
     settling_steps: int  # S = int(settling_time / dt)
+    # task supervised: the data (dataset_size = its training samples), the label -> target mapping, and the
+    # evaluation cadence; the arrays are left out of comparisons (the settings that made them are compared)
+    data: "LabelledData | None" = field(default=None, compare=False, repr=False)
+    target: "TargetMap | None" = None
+    eval_every: int = 0  # evaluate every this many epochs (0: never)
+    eval_train_samples: int = 0  # training samples (the first ones) evaluated for the training accuracy
 
     @property
     def steps_per_epoch(self) -> int:
@@ -113,6 +122,27 @@ class Protocol:
     @property
     def total_steps(self) -> int:
         return self.settling_steps + self.epochs * self.steps_per_epoch
+
+    @property
+    def eval_epochs(self) -> tuple[int, ...]:
+        """Epochs after which the network is evaluated: 0 (after settling), every ``eval_every``-th, the last."""
+        if not self.eval_every:
+            return ()
+        return tuple(sorted({*range(0, self.epochs + 1, self.eval_every), self.epochs}))
+
+    @property
+    def eval_steps(self) -> tuple[int, ...]:
+        """Steps done at each evaluation (``eval_epochs`` in steps)."""
+        return tuple(self.settling_steps + epoch * self.steps_per_epoch for epoch in self.eval_epochs)
+
+
+@dataclass(frozen=True)
+class TargetMap:
+    """Supervised targets: ``on`` for the labelled output neuron, ``off`` for the others, as voltages or rates."""
+
+    on: float = 1.0
+    off: float = 0.0
+    kind: "TargetKind" = "voltage"
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""Drivers of the two tasks: settling, epochs of shuffled step inputs, and the fw_bw teacher.
+"""Drivers of the three tasks: settling, epochs of shuffled step inputs, the fw_bw teacher, evaluation.
 
 * ``bw_only``: the student learns its lateral and feedback weights (W^IP, B^PI, B^PP) on random inputs.
 * ``fw_bw``: a teacher network with fixed weights turns the same inputs into targets; the student learns all
   weights (W^PP too) while its output layer is nudged towards the teacher's output.
+* ``supervised``: as ``fw_bw``, with a dataset's training inputs as patterns and its labels, mapped to output
+  voltages, as targets; after settling and every few epochs, a frozen copy of the network classifies the test
+  set (and part of the training set) without disturbing the training run (:func:`evaluate`).
 
 Time course of every run: S settling steps (no learning, no target, no noise) on the unshuffled inputs, then
 E epochs; each epoch reshuffles the order of the previous epoch with the run's own ``RandomState(seed)`` and
@@ -11,10 +14,12 @@ presents every sample for Tp steps.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
 
+from palmc.engine.datasets import target_voltages
 from palmc.engine.dynamics import SETTLING, Learning, step
 from palmc.engine.init import NetworkInit, init_network, input_patterns, teacher_seed
 from palmc.engine.params import ModelParams, Protocol, RunSpec
@@ -23,6 +28,7 @@ from palmc.engine.state import BatchParams, State
 TASK_LEARNING = {
     "bw_only": Learning(forward=False, lateral=True, feedback=True),
     "fw_bw": Learning(forward=True, lateral=True, feedback=True),
+    "supervised": Learning(forward=True, lateral=True, feedback=True),
 }
 
 RecordHook = Callable[["Simulation"], None]
@@ -85,6 +91,13 @@ class Simulation:
                     lookahead_from[r_index] = t_init
             self.patterns = np.stack(patterns)
             self.targets = np.stack(self.targets)
+        elif protocol.task == "supervised":
+            data, target = protocol.data, protocol.target
+            if data is None or target is None:
+                raise ValueError("task supervised needs the protocol's data and target mapping")
+            self.patterns = np.stack([data.x_train] * len(runs))
+            self.targets = np.stack([target_voltages(data.y_train, data.n_classes, target.on, target.off, target.kind,
+                                                     run.params.activations[-1]) for run in runs])
         else:
             cache: dict[int, np.ndarray] = {}
             for run in runs:
@@ -163,3 +176,76 @@ class Simulation:
         for r, rng in enumerate(self.rngs):
             pos, has_gauss, cached = payload[f"rng/{r}/meta"]
             rng.set_state(("MT19937", payload[f"rng/{r}/key"], int(pos), int(has_gauss), float(cached)))
+
+
+# -- evaluation (task supervised) ----------------------------------------------------------------------
+
+AdvanceFn = Callable[[Simulation, int, Callable[[Simulation], None]], None]
+"""Advances a simulation by n steps, calling the hook at least at every step that is a multiple of
+``hook.every`` (``Simulation.advance`` calls it at every step; the compiled kernel only at those)."""
+
+
+def frozen_copy(sim: Simulation, inputs: np.ndarray) -> Simulation:
+    """A copy of ``sim``'s networks that is shown ``inputs`` (n, n_in) once each, in order, for Tp steps apiece,
+    with plasticity, target nudging and noise off; ``sim`` itself (state, generators, order) is not touched.
+
+    The copy's protocol is settling only (settling is exactly that phase), so either engine runs it.
+    """
+    proto = sim.protocol
+    n, Tp, R = len(inputs), proto.steps_per_presentation, len(sim.runs)
+    frozen = object.__new__(Simulation)
+    frozen.runs, frozen.params, frozen.learning = sim.runs, sim.params, SETTLING
+    frozen.protocol = Protocol(task=proto.task, dataset_size=n, epochs=0, steps_per_presentation=Tp,
+                               settling_steps=n * Tp)
+    frozen.targets = None
+    frozen.patterns = np.ascontiguousarray(np.broadcast_to(inputs, (R, *inputs.shape)), dtype=np.float64)
+    frozen.state = State.from_arrays(0, {name: values.copy() for name, values in sim.state.arrays().items()})
+    frozen.rngs = [copy.deepcopy(rng) for rng in sim.rngs]  # never drawn from while settling
+    frozen.order = np.tile(np.arange(n), (R, 1))
+    frozen.current_input = np.zeros((R, inputs.shape[1]))
+    frozen.current_target = None
+    return frozen
+
+
+class _OutputClasses:
+    """Hook that reads the class of every run at the end of each presentation: argmax of the output rates."""
+
+    def __init__(self, n_samples: int, n_runs: int, every: int) -> None:
+        self.every = every
+        self.classes = np.full((n_runs, n_samples), -1, dtype=np.int64)
+        self.finite = np.ones(n_runs, dtype=bool)
+
+    def __call__(self, sim: Simulation) -> None:
+        k = sim.state.step
+        if k % self.every:
+            return
+        rates = sim.state.rP_breve[-1]
+        self.finite &= np.isfinite(rates).all(axis=1)
+        self.classes[:, k // self.every - 1] = np.argmax(rates, axis=1)
+
+
+def classify(sim: Simulation, inputs: np.ndarray, advance: AdvanceFn) -> tuple[np.ndarray, np.ndarray]:
+    """Classes (R, n) a frozen copy of ``sim`` gives ``inputs``, and which runs stayed finite (R,)."""
+    frozen = frozen_copy(sim, inputs)
+    reader = _OutputClasses(len(inputs), len(sim.runs), sim.protocol.steps_per_presentation)
+    advance(frozen, frozen.protocol.total_steps, reader)
+    return reader.classes, reader.finite
+
+
+def evaluate(sim: Simulation, advance: AdvanceFn) -> dict[str, np.ndarray]:
+    """Test and training accuracy (fraction of samples classified right) of every run, shape (R,) each; NaN for
+    a run whose output stopped being finite. The training accuracy uses the first ``eval_train_samples``."""
+    data = sim.protocol.data
+    if data is None:
+        raise ValueError("evaluation needs a supervised simulation")
+    n_train = min(sim.protocol.eval_train_samples, data.n_train)
+    inputs = np.concatenate([data.x_test, data.x_train[:n_train]])
+    labels = np.concatenate([data.y_test, data.y_train[:n_train]])
+    classes, finite = classify(sim, inputs, advance)
+    right = classes == labels[None, :]
+    n_test = data.n_test
+    out = {"test_accuracy": right[:, :n_test].mean(axis=1),
+           "train_accuracy": right[:, n_test:].mean(axis=1) if n_train else np.full(len(sim.runs), np.nan)}
+    for values in out.values():
+        values[~finite] = np.nan
+    return out

@@ -119,7 +119,7 @@ class Variable:
 
 _P = PLACES
 PAL = frozenset({"PAL"})
-FW_BW = frozenset({"fw_bw"})
+TARGETED = frozenset({"fw_bw", "supervised"})  # tasks whose output layer has a target
 _A = "a.u."
 
 
@@ -166,11 +166,12 @@ _DECLARED = [
     _internal("post_LO", "pyramidal", "low-pass filtered postsynaptic factor of dW^PP", "post_LO", models=PAL),
     # recorded from the step's input and target (Simulation.current_input / current_target), not from State
     Variable("input", _P["input"], "input rates fed in the step (layer 0)", _A, "r_0", state=False),
-    Variable("target", _P["output"], "teacher target of the output layer", _A, "u^tgt", tasks=FW_BW, state=False),
-    Variable("error", _P["output"], "output lookahead minus target, u-breve^P_L - u^tgt", _A, "e", tasks=FW_BW,
+    Variable("target", _P["output"], "target of the output layer (the teacher's in fw_bw, the label's in supervised)",
+             _A, "u^tgt", tasks=TARGETED, state=False),
+    Variable("error", _P["output"], "output lookahead minus target, u-breve^P_L - u^tgt", _A, "e", tasks=TARGETED,
              state=False, reads=("uP_breve",)),
     Variable("MSE", _P["scalar"], "squared error summed over output neurons, |u-breve^P_L - u^tgt|^2", "a.u.^2",
-             "|e|^2", tasks=FW_BW, state=False, reads=("uP_breve",)),
+             "|e|^2", tasks=TARGETED, state=False, reads=("uP_breve",)),
 ]
 
 STATE_FIELDS: dict[str, Variable] = {v.name: v for v in _DECLARED if v.state}
@@ -186,8 +187,8 @@ if {v.name for v in _DECLARED if v.recordable} != set(VARIABLES):  # pragma: no 
     raise RuntimeError("palmc.engine.variables: _RECORD_ORDER must list every recordable variable once")
 
 RECORDABLE: tuple[str, ...] = tuple(VARIABLES)
-FW_BW_ONLY: tuple[str, ...] = tuple(v.name for v in VARIABLES.values() if v.tasks == FW_BW)
-"""Variables that only exist when a teacher provides targets (task ``fw_bw``)."""
+FW_BW_ONLY: tuple[str, ...] = tuple(v.name for v in VARIABLES.values() if v.tasks == TARGETED)
+"""Variables that only exist when the output layer has targets (tasks ``fw_bw`` and ``supervised``)."""
 PAL_ONLY: tuple[str, ...] = tuple(v.name for v in VARIABLES.values() if v.models == PAL)
 """Variables that only PAL models have (recorded as NaN for BP and FA)."""
 
@@ -218,3 +219,24 @@ def markdown_table() -> str:
                  ", ".join(only) or "all", var.long_name]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+EVALUATION_DIMS = ("eval_epoch", "seed", "model")
+"""Dims of the evaluation results (task supervised); a swept store adds 'variant'."""
+
+
+@dataclass(frozen=True)
+class EvaluationVariable:
+    """A result of the evaluations of task supervised, one value per evaluation and run."""
+
+    name: str
+    long_name: str
+    units: str
+
+
+EVALUATION_VARIABLES: dict[str, EvaluationVariable] = {v.name: v for v in [
+    EvaluationVariable("test_accuracy", "fraction of the test samples classified right (argmax of the output rates "
+                       "at the end of each presentation; plasticity, nudging and noise off)", "1"),
+    EvaluationVariable("train_accuracy", "fraction of the evaluated training samples classified right (as "
+                       "test_accuracy)", "1"),
+]}

@@ -16,6 +16,7 @@ Chromium (JavaScript errors) and takes a screenshot.
 
 from palmc.plots.curves import (
     METRIC_LABELS,
+    accuracy_curves,
     decimate,
     model_colors,
     plot_query,
@@ -30,6 +31,7 @@ from palmc.plots.dashboard import build_dashboard, default_metrics, save_dashboa
 from palmc.plots.linked import linked_holomaps, render_bokeh
 
 __all__ = [
+    "accuracy_curves",
     "METRIC_LABELS",
     "build_dashboard",
     "decimate",

@@ -35,6 +35,7 @@ import holoviews.plotting.bokeh  # noqa: F401  - registers the bokeh backend (no
 __all__ = [
     "BandKind",
     "METRIC_LABELS",
+    "accuracy_curves",
     "decimate",
     "line_colors",
     "model_colors",
@@ -626,3 +627,32 @@ def voltage_trajectories(ds: xr.Dataset, variable: str | None = None, **kwargs: 
             raise ValueError(f"no voltage recorded; variables: {', '.join(map(str, ds.data_vars))}")
         variable = recorded[0]
     return trajectories(ds, variable, **kwargs)
+
+
+EVAL_EPOCH = hv.Dimension("eval_epoch", label="epochs of training")
+
+
+def accuracy_curves(da: xr.DataArray, *, title: str | None = None, band: BandKind = "minmax",
+                    colors: dict[str, str] | None = None, width: int = 460, height: int = 300) -> hv.Overlay:
+    """Accuracy (task supervised, dim ``eval_epoch``) in percent over the epochs of training: one colour per model
+    (and variant of a sweep), the mean over seeds as a line and a band over seeds."""
+    metric = str(da.attrs.get("metric") or da.name or "accuracy")
+    percent = (100 * da.load()).assign_attrs(da.attrs)
+    ydim = hv.Dimension(metric, label=f"{da.attrs.get('long_name', metric)} (%)")
+    defaults = line_colors(percent)
+    colors = colors or defaults
+    band_label = _BAND_NAMES.get(band, "")
+    epochs = np.asarray(percent["eval_epoch"].values, dtype=float)
+    elements: list[hv.Element] = []
+    for model in _models(percent):
+        for variant, label in _variants(percent):
+            name = _line_label(model, label)
+            run = percent.sel(model=model, drop=True) if "model" in percent.dims else percent
+            if variant is not None:
+                run = run.sel(variant=variant, drop=True)
+            for element in _band_overlay(epochs, seed_band(run, band), label=name,
+                                         color=colors.get(name) or defaults[name], ydim=ydim, band_label=band_label):
+                elements.append(element.redim(**{TIME.name: EVAL_EPOCH}))
+    return hv.Overlay(elements).opts(title=title or ydim.label, width=width, height=height, show_grid=True,
+                                     legend_position="bottom_right")
+

@@ -5,8 +5,9 @@
 * a header (experiment, network, models, seeds, run status);
 * per metric, curves over time, one panel per hidden layer, one colour per model, mean over seeds with a min-max
   band: the alignment angles of the feedback weights (∠(B^PP_l, (W^PP_l+1)^T) and, if ``vbas`` is recorded, the
-  Jacobian angle and ∠ to PAL's fixed point), and for ``fw_bw`` the output error MSE and ∠(ΔW^PP, ΔW^BP) when
-  recorded;
+  Jacobian angle and ∠ to PAL's fixed point), and for ``fw_bw`` and ``supervised`` the output error MSE and
+  ∠(ΔW^PP, ΔW^BP) when recorded;
+* task ``supervised``: test and training accuracy over the epochs of training (mean and band over seeds);
 * per run, with widgets to pick model, seed and layer: the trajectories of W^PP and B^PP entries, of a voltage,
   and the alignment angles of that run.
 
@@ -32,6 +33,7 @@ import xarray as xr
 import yaml
 
 from palmc.plots.curves import (
+    accuracy_curves,
     METRIC_LABELS,
     _SHORT_LABELS,
     TIME,
@@ -58,6 +60,9 @@ ANGLE_METRICS: tuple[str, ...] = (
 
 FW_BW_METRICS: tuple[str, ...] = ("MSE", "angle_dWPP_BP")
 """fw_bw metrics shown first (when recorded)."""
+
+ACCURACY_METRICS: tuple[str, ...] = ("test_accuracy", "train_accuracy")
+"""Task supervised: accuracies over the epochs, in their own section (their axis is eval_epoch, not time)."""
 
 _BAND_TEXT = {"minmax": " and min-max over seeds (band)", "std": " and mean ± std over seeds (band)",
               "quantile": " and the 10%-90% quantiles over seeds (band)"}
@@ -91,7 +96,8 @@ def _metric_ok(ds: xr.Dataset, name: str) -> bool:
 
 def default_metrics(ds: xr.Dataset) -> list[str]:
     """The metrics the default dashboard plots for ``ds``: fw_bw error metrics, then the alignment angles."""
-    names = list(FW_BW_METRICS) + list(ANGLE_METRICS) if ds.attrs.get("task") == "fw_bw" else list(ANGLE_METRICS)
+    with_targets = ds.attrs.get("task") in ("fw_bw", "supervised")
+    names = list(FW_BW_METRICS) + list(ANGLE_METRICS) if with_targets else list(ANGLE_METRICS)
     return [n for n in names if _metric_ok(ds, n)]
 
 
@@ -247,6 +253,22 @@ def _default_sections(ds: xr.Dataset, *, max_points: int, max_seeds: int, band: 
                                width=PLOT_WIDTH)
             summary = _escape(unicode_math(_summary(name)))
             sections.append(_md(f"**{_escape(METRIC_LABELS.get(name, name))}**: {summary}"))
+            sections.append(pn.pane.Bokeh(render_bokeh(plot)))
+
+    accuracy = [name for name in ACCURACY_METRICS if _metric_ok(ds, name)]
+    if accuracy:
+        n = ds.sizes.get("seed", 1)
+        sections.append(_md(
+            "## Accuracy\n"
+            f"Task supervised: a frozen copy of the network (plasticity, nudging and noise off) classifies the test "
+            f"set (and the first training samples) after settling and every few epochs. Mean over {n} seed"
+            f"{'s' if n != 1 else ''} (line){_BAND_TEXT.get(band, '')}, one colour per model."))
+        for name in accuracy:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                plot = accuracy_curves(query(ds, name), band=band if band != "quantile" else "minmax",  # type: ignore[arg-type]
+                                       colors=colors, width=PLOT_WIDTH)
+            sections.append(_md(f"**{_escape(name)}**: {_escape(_summary(name))}"))
             sections.append(pn.pane.Bokeh(render_bokeh(plot)))
 
     per_run = _per_run_section(ds, results, max_points=max_points, max_seeds=max_seeds)

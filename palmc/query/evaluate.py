@@ -326,6 +326,8 @@ def _evaluate_records(
             ds = ds.isel(time=-1)
 
     out = target(ds, **q.args) if isinstance(target, Metric) else ds[target]
+    if q.aggregate.last and "eval_epoch" in out.dims:
+        out = out.isel(eval_epoch=-1)  # results of evaluations (task supervised): the last one
     out = _select_dims(out, post, f"the result of {what}")
 
     if q.aggregate.every is not None:

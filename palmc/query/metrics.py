@@ -546,3 +546,20 @@ def error(ds: xr.Dataset) -> xr.DataArray:
     NaN during settling; fw_bw only.
     """
     return ds["error"]
+
+
+@metric("test_accuracy", requires=("test_accuracy",), long_name="test accuracy", units="1")
+def test_accuracy(ds: xr.Dataset) -> xr.DataArray:
+    """Fraction of the test samples a frozen copy of the network classifies right (task supervised).
+
+    The class of a sample is the argmax of the output rates r̆^P_L at the end of its presentation (Tpres), with
+    plasticity, target nudging and noise off. Dim ``eval_epoch`` (0 = after settling) instead of ``time``.
+    """
+    return ds["test_accuracy"]
+
+
+@metric("train_accuracy", requires=("train_accuracy",), long_name="training accuracy", units="1")
+def train_accuracy(ds: xr.Dataset) -> xr.DataArray:
+    """Fraction of the evaluated training samples (the first ``evaluation.train_samples``) classified right, as
+    ``test_accuracy`` (task supervised; dim ``eval_epoch``)."""
+    return ds["train_accuracy"]

@@ -31,6 +31,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from palmc.engine.datasets import (
+    DatasetError,
+    LabelledData,
+    check_arrays,
+    read_arrays,
+    target_voltages,
+    yinyang_data,
+)
 from palmc.engine.params import (
     Activation,
     ModelKind,
@@ -38,6 +46,7 @@ from palmc.engine.params import (
     NoiseMode,
     NoiseType,
     Protocol,
+    TargetMap,
     Task,
 )
 from palmc.engine.variables import FW_BW_ONLY, PAL_ONLY, RECORDABLE
@@ -59,13 +68,14 @@ NOISE_MODES: tuple[str, ...] = get_args(NoiseMode)
 NOISE_TYPES: tuple[str, ...] = get_args(NoiseType)
 
 FW_BW_ONLY_VARIABLES: tuple[str, ...] = FW_BW_ONLY
-"""Variables that only exist when a teacher provides targets (task ``fw_bw``)."""
+"""Variables that only exist when the output layer has targets (tasks ``fw_bw`` and ``supervised``)."""
 PAL_ONLY_VARIABLES: tuple[str, ...] = PAL_ONLY
 """Variables that only PAL models have (recorded as NaN for BP and FA)."""
 
 DEFAULT_VARIABLES: dict[str, tuple[str, ...]] = {
     "bw_only": ("WPP", "BPP", "vbas"),
     "fw_bw": ("WPP", "BPP", "vbas", "MSE", "error", "target"),
+    "supervised": ("WPP", "BPP", "MSE"),
 }
 """Variables recorded when ``recording.variables`` is omitted, per task."""
 
@@ -415,15 +425,94 @@ class Init(Section):
     )
 
 
+def _dataset_shorthand(value: Any) -> Any:
+    """``dataset: yinyang`` = the built-in Yin-Yang splits; ``dataset: <file>`` = that file's default arrays."""
+    if isinstance(value, str):
+        return {"source": "yinyang"} if value == "yinyang" else {"source": "file", "path": value}
+    return value
+
+
+class Dataset(Section):
+    """Task supervised: labelled data, the built-in Yin-Yang dataset or arrays from a file."""
+
+    source: Literal["yinyang", "file"] = Field(
+        description="'yinyang': the Yin-Yang dataset (Kriener, Goeltz, Petrovici 2022), generated from train_size/"
+        "train_seed and test_size/test_seed; 'file': arrays read from path. The shorthand 'dataset: yinyang' "
+        "(or 'dataset: <path>') is accepted."
+    )
+    train_size: int = Field(5000, ge=1, description="yinyang: training samples (published split: 5000).")
+    train_seed: Seed = Field(42, description="yinyang: seed of the training split (published: 42).")
+    test_size: int = Field(1000, ge=1, description="yinyang: test samples (published split: 1000).")
+    test_seed: Seed = Field(
+        40, description="yinyang: seed of the test split (published: 40; the validation split is seed 41)."
+    )
+    path: Optional[str] = Field(
+        None,
+        description="file: a .npz file or a NetCDF/Zarr dataset (relative paths are relative to the working "
+        "directory palmc runs in). Inputs have shape (samples, input width); labels are class indices (samples,) "
+        "in 0..output width-1 or one-hot rows (samples, output width).",
+    )
+    x_train: str = Field("x_train", description="file: name of the training inputs' array/variable.")
+    y_train: str = Field("y_train", description="file: name of the training labels' array/variable.")
+    x_test: str = Field("x_test", description="file: name of the test inputs' array/variable.")
+    y_test: str = Field("y_test", description="file: name of the test labels' array/variable.")
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> "Dataset":
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs a path (a .npz file or a NetCDF/Zarr dataset)")
+        if self.source == "yinyang" and self.path is not None:
+            raise ValueError(f"source 'yinyang' is generated, not read: expected no path, got {self.path!r}")
+        return self
+
+    def array_names(self) -> dict[str, str]:
+        """Role (x_train, y_train, x_test, y_test) -> name of the array in the file."""
+        return {"x_train": self.x_train, "y_train": self.y_train, "x_test": self.x_test, "y_test": self.y_test}
+
+
+class Target(Section):
+    """Task supervised: the output target of a sample, from its label (one-hot: on for its class, off else)."""
+
+    kind: Literal["voltage", "rate"] = Field(
+        "voltage",
+        description="'voltage': on/off are target voltages u^tgt of the output neurons; 'rate': on/off are target "
+        "rates, turned into voltages with the inverse of the output activation (logistic, tanh or linear).",
+    )
+    on: float = Field(1.0, description="Target of the output neuron of the sample's class.")
+    off: float = Field(0.0, description="Target of the other output neurons.")
+
+
 class Input(Section):
     """The input patterns and how long they are presented."""
 
     signal: Literal["step"] = Field(
         "step",
-        description="Input signal: 'step' = dataset_size random patterns, uniform in [0, 1), each held for Tpres.",
+        description="Input signal: 'step' = dataset_size random patterns, uniform in [0, 1), each held for Tpres "
+        "(task supervised: the dataset's training samples).",
     )
-    dataset_size: int = Field(100, ge=1, description="Number of input patterns per epoch.")
+    dataset_size: int = Field(
+        100, ge=1, description="Number of input patterns per epoch (task supervised ignores it: the training set "
+        "is the epoch)."
+    )
     epochs: int = Field(100, ge=1, description="Number of passes over the shuffled patterns after settling.")
+    dataset: Annotated[Optional[Dataset], BeforeValidator(_dataset_shorthand)] = Field(
+        None, description="Task supervised only (required there): the labelled data, 'yinyang' or a file."
+    )
+    target: Target = Field(
+        default_factory=Target, description="Task supervised: how labels become output targets."
+    )
+
+
+class Evaluation(Section):
+    """Task supervised: when the network's accuracy is measured (plasticity, nudging and noise off)."""
+
+    every: int = Field(
+        1, ge=1, description="Evaluate after settling, every N epochs and after the last epoch (N >= 1)."
+    )
+    train_samples: int = Field(
+        1000, ge=0, description="The training accuracy is measured on the first this many training samples (all of "
+        "them if fewer; 0 = no training accuracy)."
+    )
 
 
 def _and(names: tuple[str, ...]) -> str:
@@ -438,7 +527,8 @@ class Recording(Section):
         None,
         description="Variables to record. Omitted or null = the task's default set ("
         + "; ".join(f"{task}: {', '.join(names)}" for task, names in DEFAULT_VARIABLES.items())
-        + f"). {_and(FW_BW_ONLY)} exist only in fw_bw; {_and(PAL_ONLY)} only in PAL models.",
+        + f"). {_and(FW_BW_ONLY)} exist only where the output has targets (fw_bw and supervised); {_and(PAL_ONLY)} "
+        "only in PAL models.",
     )
     every: int = Field(
         1000, ge=1, description="Record every N integration steps (N >= 1; the time between records is N * dt ms)."
@@ -694,7 +784,8 @@ class Experiment(Section):
     description: str = Field("", description="Free text describing the experiment.")
     task: Task = Field(
         description="'bw_only': only the feedback and lateral weights learn, there is no target. 'fw_bw': a teacher "
-        "network of the same shape provides targets and all weights learn."
+        "network of the same shape provides targets and all weights learn. 'supervised': the targets are the labels "
+        "of a dataset (input.dataset), all weights learn, and the accuracy is evaluated (evaluation)."
     )
     network: Network = Field(description="Layer widths and activation functions.")
     dynamics: Dynamics = Field(default_factory=Dynamics, description="Time grid, conductances and prospectivity.")
@@ -703,6 +794,9 @@ class Experiment(Section):
     filters: Filters = Field(default_factory=Filters, description="PAL only: filters and regularizer options.")
     init: Init = Field(default_factory=Init, description="Initial weights and state of students and teacher.")
     input: Input = Field(default_factory=Input, description="Input patterns, dataset size and epochs.")
+    evaluation: Evaluation = Field(
+        default_factory=Evaluation, description="Task supervised: how often test and training accuracy are measured."
+    )
     models: list[ModelEntry] = Field(
         min_length=1, description="The student models; each runs once per seed. Names must be unique."
     )
@@ -756,9 +850,53 @@ class Experiment(Section):
                                      f"{variable!r} exists only in task fw_bw (bw_only has no target), got it in "
                                      f"a bw_only experiment"))
         problems += self._model_problems()
+        problems += self._dataset_problems()
         if self.sweep is not None and not problems:
             problems += self._sweep_problems()
         return problems
+
+    def _dataset_problems(self) -> list[tuple[Location, str]]:
+        """Task supervised needs a dataset that fits the network (read here, so a bad one stops before a run)."""
+        if self.task != "supervised":
+            given = [(("input", "dataset"), self.input.dataset is not None),
+                     (("input", "target"), "target" in self.input.model_fields_set),
+                     (("evaluation",), "evaluation" in self.model_fields_set)]
+            return [(location, f"used only by task supervised, got it in task {self.task} (remove "
+                               f"{_dotted(location)} or set task: supervised)") for location, present in given if present]
+        if self.input.dataset is None:
+            return [(("input", "dataset"), "required for task supervised: expected 'yinyang' or a file (a mapping "
+                                           "with source: file and path)")]
+        location: Location = ("input", "dataset") + (("path",) if self.input.dataset.source == "file" else ())
+        try:
+            data = self.labelled_data()
+        except DatasetError as error:
+            return [(location, str(error))]
+        problems: list[tuple[Location, str]] = []
+        for name in self.model_names():
+            try:
+                target = self.input.target
+                target_voltages(data.y_train[:1], data.n_classes, target.on, target.off, target.kind,
+                                self.model_params(name).activations[-1])
+            except DatasetError as error:
+                problems.append((("input", "target", "kind"), f"model {name!r}: {error}"))
+            except _ResolutionError:
+                pass  # reported by _model_problems
+        return problems
+
+    def labelled_data(self) -> "LabelledData":
+        """Task supervised: the dataset, checked against the network's input and output widths."""
+        spec = self.input.dataset
+        if spec is None:
+            raise DatasetError("task supervised needs input.dataset")
+        layers = self.network.layers
+        if spec.source == "yinyang":
+            data = yinyang_data(spec.train_size, spec.train_seed, spec.test_size, spec.test_seed)
+            arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test}
+            source = "yinyang"
+        else:
+            assert spec.path is not None
+            arrays, source = read_arrays(spec.path, spec.array_names()), spec.path
+        return check_arrays(arrays, layers[0], layers[-1], source)
 
     def _sweep_problems(self) -> list[tuple[Location, str]]:
         """Problems of the sweep's paths, then of each variant it makes (reported at the swept field)."""
@@ -940,12 +1078,17 @@ class Experiment(Section):
 
     def protocol(self) -> Protocol:
         """The time course shared by every run: Tp = round(Tpres/dt) and S = round(settling_time/dt) steps."""
+        steps_per_presentation = round(self.dynamics.Tpres / self.dynamics.dt)
+        settling_steps = round(self.dynamics.settling_time / self.dynamics.dt)
+        if self.task != "supervised":
+            return Protocol(task=self.task, dataset_size=self.input.dataset_size, epochs=self.input.epochs,
+                            steps_per_presentation=steps_per_presentation, settling_steps=settling_steps)
+        data, target = self.labelled_data(), self.input.target
         return Protocol(
-            task=self.task,
-            dataset_size=self.input.dataset_size,
-            epochs=self.input.epochs,
-            steps_per_presentation=round(self.dynamics.Tpres / self.dynamics.dt),
-            settling_steps=round(self.dynamics.settling_time / self.dynamics.dt),
+            task=self.task, dataset_size=data.n_train, epochs=self.input.epochs,
+            steps_per_presentation=steps_per_presentation, settling_steps=settling_steps, data=data,
+            target=TargetMap(on=target.on, off=target.off, kind=target.kind), eval_every=self.evaluation.every,
+            eval_train_samples=min(self.evaluation.train_samples, data.n_train),
         )
 
     # ---- YAML --------------------------------------------------------------------------------------------------
@@ -955,6 +1098,10 @@ class Experiment(Section):
         data = self.model_dump(mode="json")
         if data.get("sweep") is None:
             data.pop("sweep", None)
+        if self.task != "supervised":  # settings only task supervised reads (their defaults; the text stays as before)
+            for key in ("dataset", "target"):
+                data["input"].pop(key, None)
+            data.pop("evaluation", None)
         for entry in data["models"]:
             if not entry["overrides"]:
                 del entry["overrides"]
@@ -1004,7 +1151,9 @@ __all__ = [
     "RECORDABLE_VARIABLES",
     "TASKS",
     "Compute",
+    "Dataset",
     "Dynamics",
+    "Evaluation",
     "Experiment",
     "Filters",
     "Init",
@@ -1017,6 +1166,7 @@ __all__ = [
     "Plasticity",
     "Recording",
     "ResolvedModel",
+    "Target",
     "TeacherInit",
     "describe_error",
     "dotted_location",

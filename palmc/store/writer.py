@@ -27,6 +27,7 @@ import xarray as xr
 import zarr
 
 from palmc.plan import BatchSpec, Plan
+from palmc.engine.variables import EVALUATION_DIMS, EVALUATION_VARIABLES
 from palmc.store.layout import attributes, encode_run_status, run_status_attrs, store_dims
 from palmc.store.location import StoreLocation
 from palmc.version import __version__
@@ -155,6 +156,16 @@ def template(plan: Plan) -> xr.Dataset:
         data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
         data_vars[var.name] = xr.Variable(store_dims(var, plan.has_variants), data, attributes(var),
                                           encoding={"compressors": (record_compressor(),)})
+    eval_epochs = plan.eval_epochs
+    if len(eval_epochs):
+        coords["eval_epoch"] = ("eval_epoch", eval_epochs, {"long_name": "epochs done at the evaluation (0 = after "
+                                                                          "settling, before training)"})
+        for var in EVALUATION_VARIABLES.values():
+            # one chunk per evaluation and batch: each evaluation is written when it is done (resume stays exact)
+            chunks = (1, plan.seeds_per_batch, *(1,) * (len(runs) - 1))
+            data = da.full((len(eval_epochs), *run_shape), np.nan, chunks=chunks, dtype=np.float64)
+            data_vars[var.name] = xr.Variable(EVALUATION_DIMS + runs[2:], data,
+                                              {"long_name": var.long_name, "units": var.units})
     data_vars["run_status"] = xr.Variable(runs, encode_run_status(np.full(run_shape, "pending")), run_status_attrs())
     data_vars["diverged_step"] = xr.Variable(runs, np.full(run_shape, -1, dtype=np.int64), {
         "long_name": "first recorded step with a non-finite state (-1: never)"})
@@ -286,6 +297,8 @@ class ChunkWriter:
         self.n_model = batch.models.stop - batch.models.start
         # where this batch's records go on the store's time axis (all of it, unless variants differ in time)
         self.positions = plan.record_positions(plan.variants[batch.variant])
+        self.eval_arrays = ({name: group[name] for name in EVALUATION_VARIABLES} if len(plan.eval_epochs) else {})
+        self.eval_positions = plan.eval_positions(plan.variants[batch.variant])
 
     def write(self, first_record: int, data: dict[str, np.ndarray]) -> None:
         """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs seed-major)."""
@@ -298,6 +311,15 @@ class ChunkWriter:
                 self.arrays[name][(slice(where[0], where[0] + n), *middle, *self.run_region)] = block
             else:
                 self.arrays[name].oindex[(where, *middle, *self.run_region)] = block
+
+
+    def write_evaluation(self, index: int, results: dict[str, np.ndarray]) -> None:
+        """Write the batch's results of its ``index``-th evaluation (name -> (R,), runs seed-major)."""
+        where = int(self.eval_positions[index])
+        for name, values in results.items():
+            block = np.asarray(values, dtype=np.float64).reshape(1, self.n_seed, self.n_model,
+                                                                 *(1,) * (len(self.run_region) - 2))
+            self.eval_arrays[name][(slice(where, where + 1), *self.run_region)] = block
 
 
 def write_run_status(path: "str | Path | StoreLocation", status: np.ndarray, diverged_step: np.ndarray) -> None:
