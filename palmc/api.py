@@ -130,7 +130,11 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         stored = _stored_attrs(store)
         engine = engine or stored.get("engine")
         seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
-    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
+        variants_per_batch = stored.get("variants_per_batch")
+    else:
+        variants_per_batch = None
+    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers,
+                     variants_per_batch=variants_per_batch)
     use_cluster = bool(scheduler) or (n_workers > 1 and len(plan.batches) > 1)
     if not (resume and store.exists()):
         refuse_existing(store, overwrite)  # the common mistake fails before any cluster starts
@@ -164,7 +168,7 @@ def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bo
 
             def on_batch_done(batch: BatchSpec) -> None:
                 nonlocal runs_done
-                runs_done += len(plan.runs(batch))
+                runs_done += batch.n_runs
                 bar.set_postfix_str(f"runs {runs_done}/{plan.n_runs} done", refresh=True)
 
             if client is not None:
@@ -193,22 +197,26 @@ def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFa
     by_index = {b.index: b for b in plan.batches}
     for result in results:
         batch = by_index[result.batch]
-        n_model = batch.models.stop - batch.models.start
-        status[batch.seeds, batch.models, batch.variant] = "complete"
+        status[batch.seeds, batch.models, batch.variants] = "complete"
         for run, step in result.diverged.items():
-            s, m = batch.seeds.start + run // n_model, batch.models.start + run % n_model
-            status[s, m, batch.variant], diverged_step[s, m, batch.variant] = "diverged", step
+            s, m, v = (start + offset for start, offset in zip(
+                (batch.seeds.start, batch.models.start, batch.variants.start), np.unravel_index(run, batch.shape)))
+            status[s, m, v], diverged_step[s, m, v] = "diverged", step
     for failure in failures:
-        status[failure.batch.seeds, failure.batch.models, failure.batch.variant] = "failed"
+        status[failure.batch.seeds, failure.batch.models, failure.batch.variants] = "failed"
     if not plan.has_variants:
         return status[..., 0], diverged_step[..., 0]
     return status, diverged_step
 
 
-def _variant_text(plan: Plan, index: int) -> str:
+def _variant_text(plan: Plan, variants: slice) -> str:
     from palmc.schema.sweep import label
 
-    return f", variant {index} ({label(plan.variants[index].values)})" if plan.has_variants else ""
+    if not plan.has_variants:
+        return ""
+    if variants.stop - variants.start == 1:
+        return f", variant {variants.start} ({label(plan.variants[variants.start].values)})"
+    return f", variants {variants.start}-{variants.stop - 1}"
 
 
 def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray,
@@ -216,12 +224,13 @@ def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray
     problems = []
     for (s, m, *v), value in np.ndenumerate(status):
         if value == "diverged":
-            problems.append(f"seed {plan.seeds[s]}, model {plan.model_names[m]}{_variant_text(plan, v[0] if v else 0)}: "
+            variants = slice(v[0], v[0] + 1) if v else slice(0, 1)
+            problems.append(f"seed {plan.seeds[s]}, model {plan.model_names[m]}{_variant_text(plan, variants)}: "
                             f"diverged (non-finite state) at step {diverged_step[(s, m, *v)]}")
     for failure in failures:
         seeds = ", ".join(str(x) for x in plan.seeds[failure.batch.seeds])
         models = ", ".join(plan.model_names[failure.batch.models])
-        problems.append(f"seeds {seeds}, models {models}{_variant_text(plan, failure.batch.variant)}: "
+        problems.append(f"seeds {seeds}, models {models}{_variant_text(plan, failure.batch.variants)}: "
                         f"failed: {failure.error}")
     return problems
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from palmc.engine.tasks import Simulation
+from palmc.engine.tasks import Simulation, Teachers
 from palmc.plan import BatchSpec, Plan
 from palmc.store.recorder import ChunkRecorder
 from palmc.store.writer import ChunkWriter, load_checkpoint, save_checkpoint
@@ -52,6 +52,17 @@ def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str)
     sim.advance(n_steps, on_step=recorder)
 
 
+# This process's fw_bw teachers per engine: computed once per distinct teacher and shared by every batch it runs
+_TEACHERS: dict[str, Teachers] = {}
+
+
+def teachers_for(engine: str) -> Teachers:
+    """The teachers of this process for ``engine`` (advanced by it, like the students)."""
+    if engine not in _TEACHERS:
+        _TEACHERS[engine] = Teachers(lambda sim, n_steps: advance(sim, n_steps, None, engine))
+    return _TEACHERS[engine]
+
+
 def kernel_layouts(plan: Plan) -> set[str]:
     """The compiled kernel layouts (``kernel.layout_for``) that the batches of ``plan`` will use."""
     from palmc.engine import kernel
@@ -79,8 +90,8 @@ def load_kernel(plan: Plan) -> None:
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,
               on_progress: ProgressHook | None = None) -> BatchResult:
     started = time.perf_counter()
-    variant = plan.variants[batch.variant]
-    sim = Simulation(plan.runs(batch), variant.protocol)
+    variant = plan.batch_variant(batch)
+    sim = Simulation(plan.runs(batch), variant.protocol, teachers_for(plan.engine))
     records_done = 0
     resumed_from = 0
     payload = None

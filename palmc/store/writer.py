@@ -117,6 +117,22 @@ def run_dims(plan: Plan) -> tuple[str, ...]:
     return ("seed", "model", "variant") if plan.has_variants else ("seed", "model")
 
 
+def run_chunks(plan: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Chunk and shard shapes along the run dims (seed, model[, variant]).
+
+    A chunk holds one batch of seeds of one model and one variant (what a reader of one run reads); a shard, one
+    file, holds a whole batch's region, so a store has about (variables x time chunks x batches) files however many
+    variants it has, and each batch writes whole shards of its own.
+    """
+    one_model_group = len({(b.models.start, b.models.stop) for b in plan.batches}) == 1
+    models = plan.batches[0].models.stop - plan.batches[0].models.start if one_model_group else 1
+    chunk: tuple[int, ...] = (plan.seeds_per_batch, 1)
+    shard: tuple[int, ...] = (plan.seeds_per_batch, models)
+    if plan.has_variants:
+        chunk, shard = chunk + (1,), shard + (plan.variants_per_batch,)
+    return chunk, shard
+
+
 def template(plan: Plan) -> xr.Dataset:
     """The lazy, all-NaN dataset with the store's full shape, coordinates and attributes."""
     layers = plan.layers
@@ -147,15 +163,18 @@ def template(plan: Plan) -> xr.Dataset:
         coords.update(_variant_coords(plan, set(coords)))
 
     data_vars = {}
+    chunk_runs, shard_runs = run_chunks(plan)
     for var in plan.variables:
         shape = (plan.n_records, *record_shape(var, layers), *run_shape)
-        # one chunk per batch along seed: every writer's region is whole chunks, and few files per write
-        chunks = (plan.chunk_records, *record_shape(var, layers), plan.seeds_per_batch, *(1,) * (len(runs) - 1))
-        data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
+        chunks = (plan.chunk_records, *record_shape(var, layers), *chunk_runs)
+        shards = (plan.chunk_records, *record_shape(var, layers), *shard_runs)
+        encoding: dict[str, object] = {"compressors": (record_compressor(),), "chunks": chunks}
+        if shards != chunks:
+            encoding["shards"] = shards
+        data = da.full(shape, np.nan, chunks=shards, dtype=np.float64)
         dims = var.dims + (("variant",) if plan.has_variants else ())
         data_vars[var.name] = xr.Variable(dims, data, {
-            "long_name": var.long_name, "units": var.units, "symbol": var.symbol},
-            encoding={"compressors": (record_compressor(),)})
+            "long_name": var.long_name, "units": var.units, "symbol": var.symbol}, encoding=encoding)
     data_vars["run_status"] = xr.Variable(runs, np.full(run_shape, "pending", dtype=object), {
         "long_name": "outcome of the run: pending, complete, diverged or failed"})
     data_vars["diverged_step"] = xr.Variable(runs, np.full(run_shape, -1, dtype=np.int64), {
@@ -172,6 +191,7 @@ def template(plan: Plan) -> xr.Dataset:
         "record_every_steps": plan.every,
         "engine": plan.engine,
         "seeds_per_batch": plan.seeds_per_batch,
+        "variants_per_batch": plan.variants_per_batch,
         "steps_total": plan.protocol.total_steps,
         "run_steps_total": plan.total_run_steps,
         "swept": json.dumps(plan.swept),
@@ -247,23 +267,27 @@ class ChunkWriter:
         self.arrays = {var.name: group[var.name] for var in plan.variables}
         self.run_region: tuple[slice, ...] = (batch.seeds, batch.models)
         if plan.has_variants:
-            self.run_region += (slice(batch.variant, batch.variant + 1),)
-        self.n_seed = batch.seeds.stop - batch.seeds.start
-        self.n_model = batch.models.stop - batch.models.start
+            self.run_region += (batch.variants,)
+        self.run_shape = batch.shape if plan.has_variants else batch.shape[:2]
         # where this batch's records go on the store's time axis (all of it, unless variants differ in time)
-        self.positions = plan.record_positions(plan.variants[batch.variant])
+        self.positions = plan.record_positions(plan.batch_variant(batch))
 
     def write(self, first_record: int, data: dict[str, np.ndarray]) -> None:
-        """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs seed-major)."""
+        """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs in the order of
+        ``Plan.runs``)."""
         for name, block in data.items():
             n = block.shape[0]
-            block = block.reshape(*block.shape[:-1], self.n_seed, self.n_model, *(1,) * (len(self.run_region) - 2))
+            block = block.reshape(*block.shape[:-1], *self.run_shape)
             middle = (slice(None),) * (block.ndim - 1 - len(self.run_region))
             where = self.positions[first_record:first_record + n]
             if n and where[-1] - where[0] == n - 1:  # contiguous: a plain region write
                 self.arrays[name][(slice(where[0], where[0] + n), *middle, *self.run_region)] = block
-            else:
-                self.arrays[name].oindex[(where, *middle, *self.run_region)] = block
+            elif n:  # scattered along time: this batch's own region of the span, read, filled in and written back
+                # (Zarr 3.1's orthogonal writes into sharded arrays fail)
+                span = (slice(where[0], where[-1] + 1), *middle, *self.run_region)
+                region = self.arrays[name][span]
+                region[where - where[0]] = block
+                self.arrays[name][span] = region
 
 
 def write_run_status(path: "str | Path | StoreLocation", status: np.ndarray, diverged_step: np.ndarray) -> None:
