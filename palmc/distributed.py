@@ -140,9 +140,26 @@ def cluster_client(plan: Plan, scheduler: str | None = None, workers: int | None
     try:
         with Client(cluster) as client:
             _serve_dashboard_on_first_visit(client)
-            yield client
+            try:
+                yield client
+            finally:
+                _stop_heartbeats(client)
     finally:
         cluster.close()
+
+
+def _stop_heartbeats(client: "Client") -> None:
+    """Stop the workers' heartbeats before their cluster closes: a heartbeat sent while the scheduler shuts down
+    fails, and the worker logs it as an ERROR with a traceback although nothing went wrong."""
+    def stop(dask_worker: object) -> None:
+        callback = getattr(dask_worker, "periodic_callbacks", {}).get("heartbeat")
+        if callback is not None:
+            callback.stop()
+
+    try:
+        client.run(stop, wait=True)
+    except Exception:  # noqa: BLE001 - workers already gone have nothing to stop
+        pass
 
 
 def _serve_dashboard_on_first_visit(client: "Client") -> None:
@@ -211,7 +228,9 @@ def run_on_cluster(client: "Client", plan: Plan, store: str, on_progress: Callab
 
     results: list[BatchResult] = []
     failures: list[BatchFailure] = []
-    futures = {client.submit(batch_task, store, plan, b, retries=retries, pure=False,
+    # the plan goes to each worker once (a sweep's plan holds every variant), not with each task
+    shared_plan = client.scatter(plan, broadcast=True, hash=False)
+    futures = {client.submit(batch_task, store, shared_plan, b, retries=retries, pure=False,
                              key=f"palmc-{plan.name}-{b.label()}-{time.time_ns()}"): b
                for b in plan.batches}
     if client.dashboard_link:

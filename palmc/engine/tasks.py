@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from palmc.engine.dynamics import SETTLING, Learning, step
-from palmc.engine.init import NetworkInit, init_network, input_patterns, teacher_seed
+from palmc.engine.init import NetworkInit, init_key, init_network, input_patterns, teacher_seed
 from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.engine.state import BatchParams, State
 
@@ -126,7 +126,13 @@ class Simulation:
         self.learning = TASK_LEARNING[protocol.task]
         n_in = runs[0].params.layers[0]
 
-        inits: list[NetworkInit] = [init_network(r.params, r.seed) for r in runs]
+        drawn: dict[tuple, NetworkInit] = {}  # runs that differ only in parameters the draws ignore share them
+        inits: list[NetworkInit] = []
+        for run in runs:
+            key = init_key(run.params, run.seed)
+            if key not in drawn:
+                drawn[key] = init_network(run.params, run.seed)
+            inits.append(drawn[key])
         lookahead_from: list[NetworkInit | None] = [None] * len(runs)
         self.targets: np.ndarray | None = None
         if protocol.task == "fw_bw":

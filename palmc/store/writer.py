@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from palmc.plan import BatchSpec, Plan
+from palmc.plan import CHUNK_BYTES_PER_RUN, BatchSpec, Plan
 from palmc.store.layout import record_shape
 from palmc.store.location import StoreLocation
 
@@ -120,16 +120,22 @@ def run_dims(plan: Plan) -> tuple[str, ...]:
 def run_chunks(plan: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Chunk and shard shapes along the run dims (seed, model[, variant]).
 
-    A chunk holds one batch of seeds of one model and one variant (what a reader of one run reads); a shard, one
-    file, holds a whole batch's region, so a store has about (variables x time chunks x batches) files however many
-    variants it has, and each batch writes whole shards of its own.
+    A shard, one file, holds a whole batch's region, so a store has about (variables x time chunks x batches)
+    files however many variants it has, and each batch writes whole shards of its own. A chunk holds one batch
+    of seeds of one model and of one variant (what a reader of one run reads), or of as many variants as make
+    it CHUNK_BYTES_PER_RUN of the largest variable (tiny chunks cost more to write and read than they hold).
     """
     one_model_group = len({(b.models.start, b.models.stop) for b in plan.batches}) == 1
     models = plan.batches[0].models.stop - plan.batches[0].models.start if one_model_group else 1
     chunk: tuple[int, ...] = (plan.seeds_per_batch, 1)
     shard: tuple[int, ...] = (plan.seeds_per_batch, models)
     if plan.has_variants:
-        chunk, shard = chunk + (1,), shard + (plan.variants_per_batch,)
+        per_variant = plan.chunk_records * plan.seeds_per_batch * max(
+            (int(np.prod(record_shape(v, plan.layers))) * 8 for v in plan.variables), default=8)
+        wanted = max(1, CHUNK_BYTES_PER_RUN // per_variant)
+        variants = max(d for d in range(1, plan.variants_per_batch + 1)
+                       if plan.variants_per_batch % d == 0 and d <= wanted)
+        chunk, shard = chunk + (variants,), shard + (plan.variants_per_batch,)
     return chunk, shard
 
 
