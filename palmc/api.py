@@ -277,6 +277,22 @@ def _progress_line(path: StoreLocation, ds: xr.Dataset) -> str:
     return f"{done} / {total} run-steps ({100 * done / max(total, 1):.1f} %), {per_run} steps per run"
 
 
+def _variant_lines(ds: xr.Dataset) -> list[str]:
+    """The variants of a sweep store: listed if few, else summarised (swept fields, their values, a few labels)."""
+    from palmc.schema.sweep import LISTED_VARIANTS, summarise_labels, summarise_values
+
+    labels = [str(x) for x in ds["variant_label"].values]
+    if len(labels) <= LISTED_VARIANTS:
+        return [f"variants     {summarise_labels(labels)}"]
+    swept = [name for name, coord in ds["variant"].coords.items()
+             if str(coord.attrs.get("long_name", "")).startswith("swept field ")]
+    lines = [f"variants     {len(labels)}, e.g. {summarise_labels(labels)}"]
+    for name in swept:
+        values = [json.loads(x) if isinstance(x, str) else x.item() for x in ds[name].values]
+        lines.append(f"  swept      {summarise_values(name, values)}")
+    return lines
+
+
 def info(store: str | Path) -> str:
     """A human summary of a store."""
     path = StoreLocation(store)
@@ -291,7 +307,7 @@ def info(store: str | Path) -> str:
         f"status       {store_status(attrs)}: {_progress_line(path, ds)}",
         f"models       {', '.join(map(str, ds['model'].values))}",
         f"seeds        {', '.join(map(str, ds['seed'].values))}",
-        *([f"variants     {'; '.join(map(str, ds['variant_label'].values))}"] if "variant" in ds.dims else []),
+        *(_variant_lines(ds) if "variant" in ds.dims else []),
         "dims         " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()),
         f"size         {path.size() / 2**20:.1f} MiB on disk",
         f"palmc        {attrs.get('palmc_version', '?')}  (numpy {versions.get('numpy', '?')}, "

@@ -76,7 +76,7 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
         plan = make_plan(exp)
     except _user_errors() as err:
         _fail(str(err))
-    from palmc.schema.sweep import label
+    from palmc.schema.sweep import LISTED_VARIANTS, coordinate_names, label, summarise_labels, summarise_values
 
     typer.echo(f"{experiment}: valid")
     typer.echo(f"  experiment  {plan.name} ({plan.protocol.task})")
@@ -84,11 +84,25 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
     variants = f" x {len(plan.variants)} variants" if plan.has_variants else ""
     typer.echo(f"  runs        {plan.n_runs} = {len(plan.seeds)} seeds x {len(plan.model_names)} models "
                f"({', '.join(plan.model_names)}){variants} in {len(plan.batches)} batch(es)")
-    for variant in plan.variants:
+    def time_course(variant) -> str:
         proto = variant.protocol
-        prefix = f"  variant {variant.index}   {label(variant.values)}\n    " if plan.has_variants else "  "
-        typer.echo(f"{prefix}steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} "
-                   f"epochs x {proto.steps_per_epoch}), {variant.n_records} records (every {variant.every} steps)")
+        return (f"steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} epochs x "
+                f"{proto.steps_per_epoch}), {variant.n_records} records (every {variant.every} steps)")
+
+    if len(plan.variants) <= LISTED_VARIANTS:
+        for variant in plan.variants:
+            prefix = f"  variant {variant.index}   {label(variant.values)}\n    " if plan.has_variants else "  "
+            typer.echo(f"{prefix}{time_course(variant)}")
+    else:  # a large sweep: its swept fields, a few labels and each distinct time course once
+        names = coordinate_names(plan.swept)
+        typer.echo(f"  variants    {summarise_labels([label(v.values) for v in plan.variants])}")
+        for path in plan.swept:
+            typer.echo(f"  swept       {summarise_values(names[path], [v.values[path] for v in plan.variants])}")
+        courses: dict[str, int] = {}
+        for variant in plan.variants:
+            courses[time_course(variant)] = courses.get(time_course(variant), 0) + 1
+        for text, count in courses.items():
+            typer.echo(f"  {count} variant(s): {text}")
     typer.echo(f"  records     {plan.n_records} on the time axis, {plan.chunk_records} per chunk")
     typer.echo(f"  variables   {', '.join(v.name for v in plan.variables)}")
     typer.echo(f"  store       {exp.output.store}, about {plan.estimated_store_bytes() / 2**20:.1f} MiB uncompressed")

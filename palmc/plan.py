@@ -224,7 +224,8 @@ def auto_variants_per_batch(variants: list[Variant], groups: list[slice], runs_p
     layers = variants[0].model_params[next(iter(variants[0].model_params))].layers
     per_variant = [v.protocol.total_steps * seed_step_seconds(layers) * runs_per_variant for v in variants]
     target = max(MIN_BATCH_SECONDS, sum(per_variant) / (workers * BATCHES_PER_WORKER))
-    per = max(1, min(int(target // max(max(per_variant), 1e-12)), MAX_RUNS_PER_BATCH // max(runs_per_variant, 1)))
+    per = max(1, min(int(target // max(max(per_variant), 1e-12)), MAX_RUNS_PER_BATCH // max(runs_per_variant, 1),
+                     len(variants)))
     for group in groups[1:]:
         per = math.gcd(per, group.start)
     return max(1, per)
