@@ -109,8 +109,8 @@ def get_path(settings: dict[str, Any], path: str) -> Any:
 
 def apply_values(settings: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """A copy of the experiment ``settings`` with the swept ``values`` set and no sweep section."""
-    out = copy.deepcopy(settings)
-    out.pop("sweep", None)
+    out = copy.deepcopy({key: value for key, value in settings.items() if key != "sweep"})  # (a sweep's lists
+    # are long: copying them for each of its variants grew with the square of its size)
     for path, value in values.items():
         *parents, leaf = path.split(".")
         node = out
