@@ -130,7 +130,7 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         stored = _stored_attrs(store)
         engine = engine or stored.get("engine")
         seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
-        variants_per_batch = stored.get("variants_per_batch")
+        variants_per_batch = stored.get("variants_per_batch", 1)  # (stores from before sweeps' batches had 1)
     else:
         variants_per_batch = None
     plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers,

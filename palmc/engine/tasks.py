@@ -82,7 +82,14 @@ class Teachers:
 
     def for_runs(self, runs: list[RunSpec], protocol: Protocol) -> list[Teacher]:
         """The teacher of each run (computing the missing ones in batches of one network structure)."""
-        keys = [teacher_key(run.params, run.teacher_seed_source, protocol) for run in runs]
+        # runs of one variant and model share their params object: each is keyed once (a key costs ~100 us)
+        by_params: dict[tuple[int, int], TeacherKey] = {}
+        keys = []
+        for run in runs:
+            ref = (id(run.params), run.teacher_seed_source)
+            if ref not in by_params:
+                by_params[ref] = teacher_key(run.params, run.teacher_seed_source, protocol)
+            keys.append(by_params[ref])
         found = {key: self._kept[key] for key in dict.fromkeys(keys) if key in self._kept}
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         by_structure: dict[tuple, list[TeacherKey]] = {}
@@ -231,10 +238,11 @@ class Simulation:
         payload["current_input"] = self.current_input
         if self.current_target is not None:
             payload["current_target"] = self.current_target
-        for r, rng in enumerate(self.rngs):
-            _, key, pos, has_gauss, cached = rng.get_state()
-            payload[f"rng/{r}/key"] = key
-            payload[f"rng/{r}/meta"] = np.array([pos, has_gauss, cached], dtype=np.float64)
+        # one array for all generators (an entry per run made a batch of thousands of runs slow to save)
+        states = [rng.get_state() for rng in self.rngs]
+        payload["rng/keys"] = np.array([key for _, key, _, _, _ in states], dtype=np.uint32).reshape(len(states), -1)
+        payload["rng/meta"] = np.array([[pos, has_gauss, cached] for _, _, pos, has_gauss, cached in states],
+                                       dtype=np.float64).reshape(len(states), 3)
         return payload
 
     def restore(self, payload: dict[str, np.ndarray]) -> None:
@@ -244,6 +252,5 @@ class Simulation:
         self.order = np.array(payload["order"])
         self.current_input = np.array(payload["current_input"])
         self.current_target = np.array(payload["current_target"]) if "current_target" in payload else None
-        for r, rng in enumerate(self.rngs):
-            pos, has_gauss, cached = payload[f"rng/{r}/meta"]
-            rng.set_state(("MT19937", payload[f"rng/{r}/key"], int(pos), int(has_gauss), float(cached)))
+        for rng, key, (pos, has_gauss, cached) in zip(self.rngs, payload["rng/keys"], payload["rng/meta"]):
+            rng.set_state(("MT19937", key, int(pos), int(has_gauss), float(cached)))
