@@ -116,7 +116,7 @@ def simulate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted store from its last checkpoint."),
     engine: Optional[str] = typer.Option(None, "--engine", help="numpy or compiled (default: the experiment's compute.engine)."),
-    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together (default: seeds / workers)."),
+    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together (default: seeds / workers; in a sweep, all seeds and as many variants as their work is worth)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Workers of the local Dask cluster (default: one per core; 1 runs in-process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://host:8786 (or set PALMC_SCHEDULER)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

@@ -218,6 +218,10 @@ def _import_dashboard_pages() -> str | None:
     return None
 
 
+def _the_plan(plan: Plan) -> Plan:
+    return plan
+
+
 def run_on_cluster(client: "Client", plan: Plan, store: str, on_progress: Callable[[int], None],
                    on_dashboard: Callable[[str], None], retries: int = 2,
                    on_batch_done: Callable[[BatchSpec], None] | None = None,
@@ -228,8 +232,9 @@ def run_on_cluster(client: "Client", plan: Plan, store: str, on_progress: Callab
 
     results: list[BatchResult] = []
     failures: list[BatchFailure] = []
-    # the plan goes to each worker once (a sweep's plan holds every variant), not with each task
-    shared_plan = client.scatter(plan, broadcast=True, hash=False)
+    # the plan goes to the cluster once (a sweep's plan holds every variant), not with each task; as a task's
+    # result rather than scattered data, so that a worker that dies with it does not lose it for good
+    shared_plan = client.submit(_the_plan, plan, pure=False, key=f"palmc-{plan.name}-plan-{time.time_ns()}")
     futures = {client.submit(batch_task, store, shared_plan, b, retries=retries, pure=False,
                              key=f"palmc-{plan.name}-{b.label()}-{time.time_ns()}"): b
                for b in plan.batches}

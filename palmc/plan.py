@@ -46,7 +46,7 @@ class BatchSpec:
     index: int
     seeds: slice  # indices into Plan.seeds
     models: slice  # indices into Plan.model_names
-    variants: slice = field(default_factory=lambda: slice(0, 1))  # indices into Plan.variants (variants of one time course)
+    variants: slice = field(default_factory=lambda: slice(0, 1))  # indices into Plan.variants (of one time course)
 
     def label(self) -> str:
         return f"batch{self.index:04d}"
@@ -217,18 +217,15 @@ def seed_step_seconds(layers: tuple[int, ...]) -> float:
     return SEED_STEP_SECONDS * (8 + forward + others)
 
 
-def auto_variants_per_batch(variants: list[Variant], groups: list[slice], runs_per_variant: int, workers: int) -> int:
+def auto_variants_per_batch(variants: list[Variant], runs_per_variant: int, workers: int) -> int:
     """Variants advanced by one batch: enough that a batch's estimated work amortises its fixed cost
-    (MIN_BATCH_SECONDS), few enough that the work still makes BATCHES_PER_WORKER batches per worker, at most
-    MAX_RUNS_PER_BATCH runs; a divisor of every time-course group's bounds (batches are whole chunks)."""
+    (MIN_BATCH_SECONDS), few enough that the work still makes BATCHES_PER_WORKER batches per worker, and at most
+    MAX_RUNS_PER_BATCH runs."""
     layers = variants[0].model_params[next(iter(variants[0].model_params))].layers
     per_variant = [v.protocol.total_steps * seed_step_seconds(layers) * runs_per_variant for v in variants]
     target = max(MIN_BATCH_SECONDS, sum(per_variant) / (workers * BATCHES_PER_WORKER))
-    per = max(1, min(int(target // max(max(per_variant), 1e-12)), MAX_RUNS_PER_BATCH // max(runs_per_variant, 1),
-                     len(variants)))
-    for group in groups[1:]:
-        per = math.gcd(per, group.start)
-    return max(1, per)
+    return max(1, min(int(target // max(max(per_variant), 1e-12)), MAX_RUNS_PER_BATCH // max(runs_per_variant, 1),
+                      len(variants)))
 
 
 def auto_chunk_records(variables: list[Variable], layers: tuple[int, ...], n_records: int, every: int,
@@ -265,8 +262,8 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
     widest_group = max(s.stop - s.start for s in model_slices)
     runs_per_variant = min(seeds_per_batch, len(experiment.seeds)) * widest_group
     if variants_per_batch is None:
-        variants_per_batch = auto_variants_per_batch(variants, groups, runs_per_variant, workers) if swept else 1
-    for group in groups[1:]:  # batches and chunks must stay aligned with the time-course groups
+        variants_per_batch = auto_variants_per_batch(variants, runs_per_variant, workers) if swept else 1
+    for group in groups[1:]:  # a divisor of the time-course groups' bounds: every batch is whole chunks
         variants_per_batch = math.gcd(variants_per_batch, group.start)
     any_pal = any(p.model == "PAL" for v in variants for p in v.model_params.values())
     variables = variables_for(list(experiment.recording.variables), experiment.task, any_pal)
