@@ -252,7 +252,7 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
     variants = [
         Variant(index, values, exp.protocol(), int(exp.recording.every),
                 {name: exp.model_params(name) for name in names})
-        for index, (values, exp) in enumerate(experiment.variants())
+        for index, (values, exp) in enumerate(experiment.iter_variants())
     ]
     swept = experiment.sweep.paths() if experiment.sweep is not None else []
     if seeds_per_batch is None:
