@@ -74,9 +74,12 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
         stored = _stored_attrs(store)
         engine = engine or stored.get("engine")
         seeds_per_batch = stored.get("seeds_per_batch", seeds_per_batch)
+        variants_per_batch = stored.get("variants_per_batch", 1)  # (stores from before sweeps' batches had 1)
     else:
+        variants_per_batch = None
         refuse_existing(store, overwrite)  # the common mistake fails before any cluster starts
-    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers)
+    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers,
+                     variants_per_batch=variants_per_batch)
     results, failures = execute(plan, store, overwrite=overwrite, resume=resume, scheduler=scheduler,
                                 workers=n_workers, progress=progress, use_active=use_active,
                                 load=lambda plan: load_kernel_visibly(plan, progress), say=_say)
@@ -154,20 +157,24 @@ def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFa
     by_index = {b.index: b for b in plan.batches}
     for result in results:
         batch = by_index[result.batch]
-        n_model = batch.models.stop - batch.models.start
-        status[batch.seeds, batch.models, batch.variant] = "complete"
+        status[batch.seeds, batch.models, batch.variants] = "complete"
         for run, step in result.diverged.items():
-            s, m = batch.seeds.start + run // n_model, batch.models.start + run % n_model
-            status[s, m, batch.variant], diverged_step[s, m, batch.variant] = "diverged", step
+            s, m, v = (start + offset for start, offset in zip(
+                (batch.seeds.start, batch.models.start, batch.variants.start), np.unravel_index(run, batch.shape)))
+            status[s, m, v], diverged_step[s, m, v] = "diverged", step
     for failure in failures:
-        status[failure.batch.seeds, failure.batch.models, failure.batch.variant] = "failed"
+        status[failure.batch.seeds, failure.batch.models, failure.batch.variants] = "failed"
     if not plan.has_variants:
         return status[..., 0], diverged_step[..., 0]
     return status, diverged_step
 
 
-def _variant_text(plan: Plan, index: int) -> str:
-    return f", variant {index} ({plan.variants[index].label})" if plan.has_variants else ""
+def _variant_text(plan: Plan, variants: slice) -> str:
+    if not plan.has_variants:
+        return ""
+    if variants.stop - variants.start == 1:
+        return f", variant {variants.start} ({plan.variants[variants.start].label})"
+    return f", variants {variants.start}-{variants.stop - 1}"
 
 
 def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray,
@@ -175,12 +182,13 @@ def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray
     problems = []
     for (s, m, *v), value in np.ndenumerate(status):
         if value == "diverged":
-            problems.append(f"seed {plan.seeds[s]}, model {plan.model_names[m]}{_variant_text(plan, v[0] if v else 0)}: "
+            variants = slice(v[0], v[0] + 1) if v else slice(0, 1)
+            problems.append(f"seed {plan.seeds[s]}, model {plan.model_names[m]}{_variant_text(plan, variants)}: "
                             f"diverged (non-finite state) at step {diverged_step[(s, m, *v)]}")
     for failure in failures:
         seeds = ", ".join(str(x) for x in plan.seeds[failure.batch.seeds])
         models = ", ".join(plan.model_names[failure.batch.models])
-        problems.append(f"seeds {seeds}, models {models}{_variant_text(plan, failure.batch.variant)}: "
+        problems.append(f"seeds {seeds}, models {models}{_variant_text(plan, failure.batch.variants)}: "
                         f"failed: {failure.error}")
     return problems
 
@@ -232,6 +240,20 @@ def _run_counts(ds: xr.Dataset) -> str:
     """How many runs are pending, complete, diverged or failed (from ``run_status``)."""
     names = list(decode_run_status(ds["run_status"].values, ds["run_status"].attrs).ravel())
     return ", ".join(f"{names.count(name)} {name}" for name in sorted(set(names)))
+def _variant_lines(ds: xr.Dataset) -> list[str]:
+    """The variants of a sweep store: listed if few, else summarised (swept fields, their values, a few labels)."""
+    from palmc.schema.sweep import LISTED_VARIANTS, summarise_labels, summarise_values
+
+    labels = [str(x) for x in ds["variant_label"].values]
+    if len(labels) <= LISTED_VARIANTS:
+        return [f"variants     {summarise_labels(labels)}"]
+    swept = [name for name, coord in ds["variant"].coords.items()
+             if str(coord.attrs.get("long_name", "")).startswith("swept field ")]
+    lines = [f"variants     {len(labels)}, e.g. {summarise_labels(labels)}"]
+    for name in swept:
+        values = [json.loads(x) if isinstance(x, str) else x.item() for x in ds[name].values]
+        lines.append(f"  swept      {summarise_values(name, values)}")
+    return lines
 
 
 def info(store: str | Path) -> str:
@@ -249,7 +271,7 @@ def info(store: str | Path) -> str:
         *([f"runs         {_run_counts(ds)}"] if "run_status" in ds.data_vars else []),
         f"models       {', '.join(map(str, ds['model'].values))}",
         f"seeds        {', '.join(map(str, ds['seed'].values))}",
-        *([f"variants     {'; '.join(map(str, ds['variant_label'].values))}"] if "variant" in ds.dims else []),
+        *(_variant_lines(ds) if "variant" in ds.dims else []),
         "dims         " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()),
         f"size         {path.size() / 2**20:.1f} MiB on disk",
         f"palmc        {attrs.get('palmc_version', '?')}  (numpy {versions.get('numpy', '?')}, "

@@ -131,17 +131,33 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
         plan = make_plan(exp)
     except _user_errors() as err:
         _fail(str(err))
+    from palmc.schema.sweep import LISTED_VARIANTS, summarise_labels, summarise_values
+
     typer.echo(f"{experiment}: valid")
     typer.echo(f"  experiment  {plan.name} ({plan.protocol.task})")
     typer.echo(f"  network     {'-'.join(map(str, plan.layers))}")
     variants = f" x {len(plan.variants)} variants" if plan.has_variants else ""
     typer.echo(f"  runs        {plan.n_runs} = {len(plan.seeds)} seeds x {len(plan.model_names)} models "
                f"({', '.join(plan.model_names)}){variants} in {len(plan.batches)} batch(es)")
-    for variant in plan.variants:
+    def time_course(variant) -> str:
         proto = variant.protocol
-        prefix = f"  variant {variant.index}   {variant.label}\n    " if plan.has_variants else "  "
-        typer.echo(f"{prefix}steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} "
-                   f"epochs x {proto.steps_per_epoch}), {variant.n_records} records (every {variant.every} steps)")
+        return (f"steps/run   {proto.total_steps} ({proto.settling_steps} settling + {proto.epochs} epochs x "
+                f"{proto.steps_per_epoch}), {variant.n_records} records (every {variant.every} steps)")
+
+    if len(plan.variants) <= LISTED_VARIANTS:
+        for variant in plan.variants:
+            prefix = f"  variant {variant.index}   {variant.label}\n    " if plan.has_variants else "  "
+            typer.echo(f"{prefix}{time_course(variant)}")
+    else:  # a large sweep: its swept fields, a few labels and each distinct time course once
+        names = plan.coordinate_names(frozenset())
+        typer.echo(f"  variants    {summarise_labels([v.label for v in plan.variants])}")
+        for path in plan.swept:
+            typer.echo(f"  swept       {summarise_values(names[path], [v.values[path] for v in plan.variants])}")
+        courses: dict[str, int] = {}
+        for variant in plan.variants:
+            courses[time_course(variant)] = courses.get(time_course(variant), 0) + 1
+        for text, count in courses.items():
+            typer.echo(f"  {count} variant(s): {text}")
     typer.echo(f"  records     {plan.n_records} on the time axis, {plan.chunk_records} per chunk")
     data = plan.protocol.data
     if data is not None:
@@ -160,7 +176,7 @@ def simulate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted store from its last checkpoint."),
     engine: Optional[str] = typer.Option(None, "--engine", help="numpy or compiled (default: the experiment's compute.engine)."),
-    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together (default: seeds / workers)."),
+    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together (default: seeds / workers; in a sweep, all seeds and as many variants as their work is worth)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Workers of the local Dask cluster (default: one per core; 1 runs in-process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://host:8786 (or set PALMC_SCHEDULER)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

@@ -145,7 +145,7 @@ def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bo
 
             def on_batch_done(batch: BatchSpec) -> None:
                 nonlocal runs_done
-                runs_done += len(plan.runs(batch))
+                runs_done += batch.n_runs
                 bar.set_postfix_str(f"runs {runs_done}/{plan.n_runs} done", refresh=True)
 
             if client is not None:
@@ -269,9 +269,26 @@ def cluster_client(plan: Plan, scheduler: "str | Client | object | None" = None,
     try:
         with Client(cluster) as client:
             _serve_dashboard_on_first_visit(client)
-            yield client
+            try:
+                yield client
+            finally:
+                _stop_heartbeats(client)
     finally:
         cluster.close()
+
+
+def _stop_heartbeats(client: "Client") -> None:
+    """Stop the workers' heartbeats before their cluster closes: a heartbeat sent while the scheduler shuts down
+    fails, and the worker logs it as an ERROR with a traceback although nothing went wrong."""
+    def stop(dask_worker: object) -> None:
+        callback = getattr(dask_worker, "periodic_callbacks", {}).get("heartbeat")
+        if callback is not None:
+            callback.stop()
+
+    try:
+        client.run(stop, wait=True)
+    except Exception:  # noqa: BLE001 - workers already gone have nothing to stop
+        pass
 
 
 def _serve_dashboard_on_first_visit(client: "Client") -> None:
@@ -330,6 +347,10 @@ def _import_dashboard_pages() -> str | None:
     return None
 
 
+def _the_plan(plan: Plan) -> Plan:
+    return plan
+
+
 def run_on_cluster(client: "Client", plan: Plan, store: str, on_progress: Callable[[int], None],
                    on_dashboard: Callable[[str], None], retries: int = 2,
                    on_batch_done: Callable[[BatchSpec], None] | None = None,
@@ -340,7 +361,10 @@ def run_on_cluster(client: "Client", plan: Plan, store: str, on_progress: Callab
 
     results: list[BatchResult] = []
     failures: list[BatchFailure] = []
-    futures = {client.submit(batch_task, store, plan, b, retries=retries, pure=False,
+    # the plan goes to the cluster once (a sweep's plan holds every variant), not with each task; as a task's
+    # result rather than scattered data, so that a worker that dies with it does not lose it for good
+    shared_plan = client.submit(_the_plan, plan, pure=False, key=f"palmc-{plan.name}-plan-{time.time_ns()}")
+    futures = {client.submit(batch_task, store, shared_plan, b, retries=retries, pure=False,
                              key=f"palmc-{plan.name}-{b.label()}-{time.time_ns()}"): b
                for b in plan.batches}
     if client.dashboard_link:

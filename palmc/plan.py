@@ -1,9 +1,11 @@
 """What a simulation will do: runs, batches, records and chunks, derived from an experiment.
 
-A *batch* is a rectangular block of runs (a slice of seeds x a slice of models, in one variant of a parameter
-sweep) advanced together by one engine call; it is also the unit a Dask task works on and the region of the store
-it writes, so the store's chunks (one batch of seeds, one model, one variant per chunk) are always aligned with
-every writer's region.
+A *batch* is a rectangular block of runs (a slice of seeds x a slice of models x a slice of the variants of a
+parameter sweep that share a time course) advanced together by one engine call; it is also the unit a Dask task
+works on and the region of the store it writes. The store's shards (files) are exactly the batches' regions and
+their chunks (one batch of seeds, one model, one variant each) lie inside them, so no chunk or shard is ever
+written by two batches. The plan sizes the batches from an estimate of each run's cost, so that each carries
+enough work to amortise its fixed cost however many variants the sweep has.
 
 Variants of a sweep may have different time courses (e.g. a longer presentation time): the store's time axis is
 then the union of all variants' record steps, and each variant writes its records at its own positions on it.
@@ -14,8 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,15 @@ from palmc.schema.sweep import coordinate_names, label
 
 CHUNK_BYTES_PER_RUN = 2**20  # target size of one stored chunk of the largest variable
 MAX_CHUNK_STEPS = 2_000_000  # a chunk spans at most this many steps: progress and checkpoints stay frequent
+RECORD_BUFFER_BYTES = 64 * 2**20  # a batch buffers at most this many bytes of records (one time chunk)
+
+# Batch sizing (sweeps): a batch costs a fixed part (set-up, store writes, checkpoints, a Dask task) besides its
+# runs' work, so a batch of variants is made long enough that its estimated work is at least MIN_BATCH_SECONDS,
+# yet the work is still split into about BATCHES_PER_WORKER batches per worker to keep all of them busy.
+MIN_BATCH_SECONDS = 1.0
+BATCHES_PER_WORKER = 4
+MAX_RUNS_PER_BATCH = 2048  # bounds a worker's memory (state, generators and record buffers of one batch)
+SEED_STEP_SECONDS = 2e-8  # estimated compiled-engine cost of one step of one run, per (8 + weights of the network)
 
 
 def default_workers() -> int:
@@ -37,10 +47,19 @@ class BatchSpec:
     index: int
     seeds: slice  # indices into Plan.seeds
     models: slice  # indices into Plan.model_names
-    variant: int = 0  # index into Plan.variants
+    variants: slice = field(default_factory=lambda: slice(0, 1))  # indices into Plan.variants (of one time course)
 
     def label(self) -> str:
         return f"batch{self.index:04d}"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Seeds, models and variants of the batch (its runs are seed-major, then model, then variant)."""
+        return tuple(s.stop - s.start for s in (self.seeds, self.models, self.variants))  # type: ignore[return-value]
+
+    @property
+    def n_runs(self) -> int:
+        return int(np.prod(self.shape))
 
 
 @dataclass(frozen=True)
@@ -72,11 +91,12 @@ class Plan:
     model_names: list[str]
     variants: list[Variant]
     swept: list[str]  # swept field paths; empty = no sweep and no 'variant' dim in the store
+    variables: list[Variable]
+    chunk_records: int
     batches: list[BatchSpec]
     engine: str
     seeds_per_batch: int
-    variables: list[Variable]
-    chunk_records_asked: int | None  # the experiment's recording.chunk_records (None: chosen by size)
+    variants_per_batch: int = 1
 
     # the first variant's settings (the only ones without a sweep)
     @property
@@ -112,22 +132,6 @@ class Plan:
         """The store coordinate of each swept path, avoiding the names in ``reserved``."""
         return coordinate_names(self.swept, reserved)
 
-    def record_positions(self, variant: Variant) -> np.ndarray:
-        """Positions on the store's time axis of ``variant``'s records."""
-        return np.searchsorted(self.record_steps, variant.record_steps)
-
-    @cached_property
-    def chunk_records(self) -> int:
-        """Records per stored chunk along time: the experiment's choice, else about CHUNK_BYTES_PER_RUN of the
-        largest variable and at most MAX_CHUNK_STEPS steps (small networks record few bytes, and a chunk is also
-        the unit of progress reports and checkpoints); never more than the records of a run."""
-        n_records = max(max(v.n_records for v in self.variants), 1)
-        if self.chunk_records_asked:
-            return int(max(1, min(self.chunk_records_asked, n_records)))
-        largest = max((int(np.prod(v.record_shape(self.layers))) * 8 for v in self.variables), default=8)
-        by_size = CHUNK_BYTES_PER_RUN // max(largest, 1)
-        return int(max(1, min(n_records, by_size, MAX_CHUNK_STEPS // min(v.every for v in self.variants))))
-
     @property
     def eval_epochs(self) -> np.ndarray:
         """The store's eval_epoch axis (task supervised; else empty): the union of every variant's evaluations."""
@@ -136,6 +140,10 @@ class Plan:
     def eval_positions(self, variant: Variant) -> np.ndarray:
         """Positions on the store's eval_epoch axis of ``variant``'s evaluations."""
         return np.searchsorted(self.eval_epochs, np.array(variant.protocol.eval_epochs, dtype=np.int64))
+
+    def record_positions(self, variant: Variant) -> np.ndarray:
+        """Positions on the store's time axis of ``variant``'s records."""
+        return np.searchsorted(self.record_steps, variant.record_steps)
 
     @property
     def n_runs(self) -> int:
@@ -156,14 +164,21 @@ class Plan:
                 digest.update(data.fingerprint().encode())
         return digest.hexdigest()
 
+    def batch_variant(self, batch: BatchSpec) -> Variant:
+        """The first variant of ``batch``: its time course and record steps are those of all the batch's runs."""
+        return self.variants[batch.variants.start]
+
     def runs(self, batch: BatchSpec) -> list[RunSpec]:
-        """The batch's runs, seed-major (the order of the store's (seed, model) block)."""
+        """The batch's runs, seed-major, then model, then variant (the order of the store's (seed, model, variant)
+        block)."""
         first = self.seeds[0]
-        params = self.variants[batch.variant].model_params
+        variants = self.variants[batch.variants]
         return [
-            RunSpec(seed=seed, model_name=name, params=params[name], input_seed=first, teacher_seed_source=first)
+            RunSpec(seed=seed, model_name=name, params=variant.model_params[name], input_seed=first,
+                    teacher_seed_source=first)
             for seed in self.seeds[batch.seeds]
             for name in self.model_names[batch.models]
+            for variant in variants
         ]
 
     def estimated_store_bytes(self) -> int:
@@ -186,43 +201,108 @@ def model_groups(names: list[str], params: dict[str, ModelParams]) -> list[slice
     return groups
 
 
-def make_batches(n_seeds: int, groups_per_variant: list[list[slice]], seeds_per_batch: int | None) -> list[BatchSpec]:
-    """Split the seeds into batches of ``seeds_per_batch`` (all by default), within each variant's model group."""
+def time_course_groups(variants: list[Variant], names: list[str]) -> list[slice]:
+    """Runs of consecutive variants that share a time course and model structure (they can advance together)."""
+    def course(v: Variant) -> tuple:
+        return (v.protocol, v.every, tuple(_structure(v.model_params[name]) for name in names))
+
+    groups: list[slice] = []
+    start = 0
+    for i in range(1, len(variants) + 1):
+        if i == len(variants) or course(variants[i]) != course(variants[start]):
+            groups.append(slice(start, i))
+            start = i
+    return groups
+
+
+def make_batches(n_seeds: int, model_slices: list[slice], variant_groups: list[slice], seeds_per_batch: int | None,
+                 variants_per_batch: int = 1) -> list[BatchSpec]:
+    """Split the seeds into batches of ``seeds_per_batch`` (all by default) and the variants into blocks of
+    ``variants_per_batch``, within each model group and group of variants of one time course (whose bounds
+    must be multiples of ``variants_per_batch``, so that every batch is whole chunks)."""
     per = n_seeds if not seeds_per_batch else max(1, min(seeds_per_batch, n_seeds))
     batches = []
-    for variant, groups in enumerate(groups_per_variant):
-        for models in groups:
-            for start in range(0, n_seeds, per):
-                batches.append(BatchSpec(len(batches), slice(start, min(start + per, n_seeds)), models, variant))
+    for group in variant_groups:
+        for first in range(group.start, group.stop, variants_per_batch):
+            variants = slice(first, min(first + variants_per_batch, group.stop))
+            for models in model_slices:
+                for start in range(0, n_seeds, per):
+                    batches.append(BatchSpec(len(batches), slice(start, min(start + per, n_seeds)), models, variants))
     return batches
 
 
+def seed_step_seconds(layers: tuple[int, ...]) -> float:
+    """Estimated seconds of one step of one run of a network with these layers (compiled engine)."""
+    forward = sum(a * b for a, b in zip(layers[:-1], layers[1:]))
+    others = 3 * sum(layers[i] * layers[i + 1] for i in range(1, len(layers) - 1))  # W^IP, B^PP, B^PI
+    return SEED_STEP_SECONDS * (8 + forward + others)
+
+
+def auto_variants_per_batch(variants: list[Variant], runs_per_variant: int, workers: int) -> int:
+    """Variants advanced by one batch: enough that a batch's estimated work amortises its fixed cost
+    (MIN_BATCH_SECONDS), few enough that the work still makes BATCHES_PER_WORKER batches per worker, and at most
+    MAX_RUNS_PER_BATCH runs."""
+    layers = variants[0].model_params[next(iter(variants[0].model_params))].layers
+    per_variant = [v.protocol.total_steps * seed_step_seconds(layers) * runs_per_variant for v in variants]
+    target = max(MIN_BATCH_SECONDS, sum(per_variant) / (workers * BATCHES_PER_WORKER))
+    return max(1, min(int(target // max(max(per_variant), 1e-12)), MAX_RUNS_PER_BATCH // max(runs_per_variant, 1),
+                      len(variants)))
+
+
+def auto_chunk_records(variables: list[Variable], layers: tuple[int, ...], n_records: int, every: int,
+                       runs_per_batch: int = 1) -> int:
+    """Records per chunk: about CHUNK_BYTES_PER_RUN of the largest variable, at most MAX_CHUNK_STEPS steps
+    (small networks record few bytes, and a chunk is also the unit of progress reports and checkpoints), and at
+    most RECORD_BUFFER_BYTES of records of all variables for the ``runs_per_batch`` runs of a batch."""
+    sizes = [int(np.prod(v.record_shape(layers))) * 8 for v in variables] or [8]
+    by_size = CHUNK_BYTES_PER_RUN // max(max(sizes), 1)
+    by_buffer = RECORD_BUFFER_BYTES // max(sum(sizes) * runs_per_batch, 1)
+    return int(max(1, min(n_records, by_size, by_buffer, MAX_CHUNK_STEPS // every)))
+
+
 def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None = None,
-              workers: int | None = None) -> Plan:
+              workers: int | None = None, variants_per_batch: int | None = None) -> Plan:
     """Resolve an :class:`~palmc.schema.Experiment` into a :class:`Plan`.
 
-    By default the seeds are split evenly over the workers (one batch per worker and model group).
+    Without a sweep, the seeds are split evenly over the workers by default (one batch per worker and model
+    group). A sweep's batches hold every seed by default and as many variants of one time course as
+    ``auto_variants_per_batch`` finds worth it (or ``variants_per_batch``).
     """
-    if seeds_per_batch is None:
-        seeds_per_batch = max(1, math.ceil(len(experiment.seeds) / (workers or default_workers())))
+    workers = workers or default_workers()
     names = experiment.model_names()
     variants = [
         Variant(index, values, label(values), exp.protocol(), int(exp.recording.every),
                 {name: exp.model_params(name) for name in names})
-        for index, (values, exp) in enumerate(experiment.variants())
+        for index, (values, exp) in enumerate(experiment.iter_variants())
     ]
+    swept = experiment.sweep.paths() if experiment.sweep is not None else []
+    if seeds_per_batch is None:
+        seeds_per_batch = len(experiment.seeds) if swept else max(1, math.ceil(len(experiment.seeds) / workers))
+    model_slices = model_groups(names, variants[0].model_params)
+    groups = time_course_groups(variants, names)
+    widest_group = max(s.stop - s.start for s in model_slices)
+    runs_per_variant = min(seeds_per_batch, len(experiment.seeds)) * widest_group
+    if variants_per_batch is None:
+        variants_per_batch = auto_variants_per_batch(variants, runs_per_variant, workers) if swept else 1
+    for group in groups[1:]:  # a divisor of the time-course groups' bounds: every batch is whole chunks
+        variants_per_batch = math.gcd(variants_per_batch, group.start)
     model_kinds = {p.model for v in variants for p in v.model_params.values()}
+    variables = variables_for(list(experiment.recording.variables), experiment.task, model_kinds)
+    n_records = max(v.n_records for v in variants)
+    layers = variants[0].model_params[names[0]].layers
+    chunk = experiment.recording.chunk_records or auto_chunk_records(
+        variables, layers, max(n_records, 1), min(v.every for v in variants), runs_per_variant * variants_per_batch)
     return Plan(
         name=experiment.name,
         experiment_yaml=experiment.to_yaml(),
         seeds=list(experiment.seeds),
         model_names=names,
         variants=variants,
-        swept=experiment.sweep.paths() if experiment.sweep is not None else [],
-        batches=make_batches(len(experiment.seeds), [model_groups(names, v.model_params) for v in variants],
-                             seeds_per_batch),
+        swept=swept,
+        variables=variables,
+        chunk_records=int(max(1, min(chunk, max(n_records, 1)))),
+        batches=make_batches(len(experiment.seeds), model_slices, groups, seeds_per_batch, variants_per_batch),
         engine=engine or experiment.compute.engine,
         seeds_per_batch=seeds_per_batch,
-        variables=variables_for(list(experiment.recording.variables), experiment.task, model_kinds),
-        chunk_records_asked=experiment.recording.chunk_records,
+        variants_per_batch=variants_per_batch,
     )

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from palmc.engine.tasks import Simulation, evaluate
+from palmc.engine.tasks import Simulation, Teachers, evaluate
 from palmc.plan import BatchSpec, Plan
 from palmc.store.recorder import ChunkRecorder
 from palmc.store.writer import ChunkWriter, load_checkpoint, save_checkpoint
@@ -50,6 +50,17 @@ def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str)
             kernel.advance(sim, n_steps, recorder)
             return
     sim.advance(n_steps, on_step=recorder)
+
+
+# This process's fw_bw teachers per engine: computed once per distinct teacher and shared by every batch it runs
+_TEACHERS: dict[str, Teachers] = {}
+
+
+def teachers_for(engine: str) -> Teachers:
+    """The teachers of this process for ``engine`` (advanced by it, like the students)."""
+    if engine not in _TEACHERS:
+        _TEACHERS[engine] = Teachers(lambda sim, n_steps: advance(sim, n_steps, None, engine))
+    return _TEACHERS[engine]
 
 
 def kernel_layouts(plan: Plan) -> set[str]:
@@ -92,8 +103,8 @@ def load_kernel(plan: Plan) -> None:
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,
               on_progress: ProgressHook | None = None) -> BatchResult:
     started = time.perf_counter()
-    variant = plan.variants[batch.variant]
-    sim = Simulation(plan.runs(batch), variant.protocol)
+    variant = plan.batch_variant(batch)
+    sim = Simulation(plan.runs(batch), variant.protocol, teachers_for(plan.engine))
     records_done = 0
     resumed_from = 0
     payload = None

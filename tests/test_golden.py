@@ -44,7 +44,7 @@ def test_cli_convert_and_simulate(case: str, tmp_path: Path) -> None:
     assert compare_store(ds, arrays, params["model_type"]) > 0
     checkpoint = _final_checkpoint(store)
     for r, seed in enumerate(arrays["seeds"].tolist()):
-        compare_final_rng(checkpoint[f"rng/{r}/key"], checkpoint[f"rng/{r}/meta"], arrays, seed)
+        compare_final_rng(checkpoint["rng/keys"][r], checkpoint["rng/meta"][r], arrays, seed)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -54,6 +54,14 @@ def self_predicting_weights(p: ModelParams, WPP: list[np.ndarray], BPP: list[np.
     return WIP, BPI
 
 
+def init_key(p: ModelParams, seed: int, teacher: bool = False) -> tuple:
+    """Everything ``init_network(p, seed, teacher)`` reads: equal keys give equal initial networks (runs of a
+    sweep that vary other parameters share them)."""
+    ranges = ((p.init_teacher_WPP_range, p.init_teacher_WIP_range, p.init_teacher_BPP_range, p.init_teacher_BPI_range)
+              if teacher else (p.init_WPP_range, p.init_WIP_range, p.init_BPP_range, p.init_BPI_range))
+    return (seed, teacher, p.model, p.layers, ranges, p.init_in_SPS or teacher, p.gl, p.gbas, p.gapi, p.gden)
+
+
 def init_network(p: ModelParams, seed: int, teacher: bool = False) -> NetworkInit:
     """Initial voltages and weights of a student (or, with ``teacher=True``, a teacher) network."""
     layers = p.layers

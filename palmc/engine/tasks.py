@@ -15,13 +15,15 @@ presents every sample for Tp steps.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import numpy as np
 
 from palmc.engine.datasets import target_voltages
 from palmc.engine.dynamics import SETTLING, Learning, step
-from palmc.engine.init import NetworkInit, init_network, input_patterns, teacher_seed
+from palmc.engine.init import NetworkInit, init_key, init_network, input_patterns, teacher_seed
 from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.engine.state import BatchParams, State
 
@@ -34,61 +36,129 @@ TASK_LEARNING = {
 RecordHook = Callable[["Simulation"], None]
 
 
-def run_teacher(params: ModelParams, seed: int, patterns: np.ndarray, protocol: Protocol) -> np.ndarray:
-    """Targets of one fw_bw teacher, one per input pattern, shape (dataset_size, n_out).
+# ModelParams fields that cannot change a teacher's targets: a teacher never learns (no learning rates, no
+# plasticity filters, and no noise, which is only injected while feedback weights learn), always looks ahead fully
+# (taur), always starts in the self-predicting state and is drawn from its own init ranges
+TEACHER_INDEPENDENT: tuple[str, ...] = (
+    "eta_fw", "eta_bw", "eta_IP", "eta_PI", "alpha", "dWPP_use_activation",
+    "noise_type", "noise_mode", "noise_scale", "tauxi", "dtxi",
+    "tauHP", "pyr_hi_pass", "dWPP_low_pass", "dWPP_r_low_pass", "dWPP_post_low_pass", "gate_regularizer",
+    "varphi_regularizer", "taur", "init_WPP_range", "init_WIP_range", "init_BPP_range", "init_BPI_range",
+    "init_in_SPS", "copy_teacher_weights", "copy_teacher_voltages",
+)
+_TEACHER_DEFAULTS = {f.name: f.default for f in fields(ModelParams) if f.name in TEACHER_INDEPENDENT}
 
-    The teacher settles for S steps and then sees each pattern once, in order, for Tp steps; the target of a
-    pattern is the output lookahead u-breve^P_L at the start of the pattern's last step (as in the reference).
+TeacherKey = tuple[ModelParams, int, int, int, int]  # teacher's params, seed source, dataset size, Tp, S
+
+
+def teacher_key(params: ModelParams, seed_source: int, protocol: Protocol) -> TeacherKey:
+    """What defines the teacher of a run of ``params``: its model type and the parameters that shape its output,
+    the seed its own seed is drawn from, and the time course it settles and answers in. Runs with equal keys
+    share one teacher."""
+    return (replace(params, **_TEACHER_DEFAULTS), seed_source, protocol.dataset_size,
+            protocol.steps_per_presentation, protocol.settling_steps)
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """One fw_bw teacher: its initial network, the input patterns it answers and its targets (dataset, n_out)."""
+
+    init: NetworkInit
+    patterns: np.ndarray
+    targets: np.ndarray
+
+
+TeacherAdvance = Callable[["Simulation", int], None]
+
+
+class Teachers:
+    """fw_bw teachers by :func:`teacher_key`, computed together when first asked for and then kept (the
+    ``keep`` last used), so that every batch of runs in a process shares each distinct teacher.
+
+    ``advance`` steps a batch of teachers (default: the NumPy engine, ``Simulation.advance``); the target of a
+    pattern is the teacher's output lookahead u-breve^P_L at the start of the pattern's last step (as in the
+    reference): the teacher settles for S steps, then sees each pattern once, in order, for Tp steps.
     """
-    batch_params = BatchParams.from_models([params], teacher=True)
-    state = State.initial([init_network(params, seed, teacher=True)], batch_params)
-    Tp, S = protocol.steps_per_presentation, protocol.settling_steps
-    targets = np.empty((protocol.dataset_size, params.layers[-1]))
-    sequence = np.repeat(patterns, Tp, axis=0)
-    for k in range(S):
-        step(state, batch_params, sequence[k % len(sequence)][None, :], None, SETTLING, [])
-    for j in range(protocol.dataset_size):
-        for t in range(Tp):
-            if t == Tp - 1:
-                targets[j] = state.uP_breve[-1][0]
-            step(state, batch_params, patterns[j][None, :], None, SETTLING, [])
-    return targets
+
+    def __init__(self, advance: TeacherAdvance | None = None, keep: int = 4096) -> None:
+        self._advance: TeacherAdvance = advance or (lambda sim, n_steps: sim.advance(n_steps))
+        self._keep = keep
+        self._kept: OrderedDict[TeacherKey, Teacher] = OrderedDict()
+        self.computed = 0  # teachers computed so far (each distinct key once while it is kept)
+
+    def for_runs(self, runs: list[RunSpec], protocol: Protocol) -> list[Teacher]:
+        """The teacher of each run (computing the missing ones in batches of one network structure)."""
+        # runs of one variant and model share their params object: each is keyed once (a key costs ~100 us)
+        by_params: dict[tuple[int, int], TeacherKey] = {}
+        keys = []
+        for run in runs:
+            ref = (id(run.params), run.teacher_seed_source)
+            if ref not in by_params:
+                by_params[ref] = teacher_key(run.params, run.teacher_seed_source, protocol)
+            keys.append(by_params[ref])
+        found = {key: self._kept[key] for key in dict.fromkeys(keys) if key in self._kept}
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
+        by_structure: dict[tuple, list[TeacherKey]] = {}
+        for key in missing:
+            by_structure.setdefault((key[0].layers, key[0].activations, key[0].dt), []).append(key)
+        for group in by_structure.values():
+            found.update(zip(group, self._compute(group)))
+        for key in dict.fromkeys(keys):
+            self._kept[key] = found[key]
+            self._kept.move_to_end(key)
+        while len(self._kept) > self._keep:
+            self._kept.popitem(last=False)
+        return [found[key] for key in keys]
+
+    def _compute(self, keys: list[TeacherKey]) -> list[Teacher]:
+        params = [key[0] for key in keys]
+        _, _, dataset_size, Tp, S = keys[0]
+        seeds = [teacher_seed(key[1]) for key in keys]
+        inits = [init_network(p, seed, teacher=True) for p, seed in zip(params, seeds)]
+        patterns = np.stack([input_patterns(seed, dataset_size, params[0].layers[0]) for seed in seeds])
+        sim = Simulation.of_teachers(params, seeds, inits, patterns, Protocol("fw_bw", dataset_size, 1, Tp, S))
+        targets = np.empty((len(keys), dataset_size, params[0].layers[-1]))
+        self._advance(sim, S)
+        for j in range(dataset_size):
+            self._advance(sim, Tp - 1)
+            targets[:, j] = sim.state.uP_breve[-1]
+            if j < dataset_size - 1:
+                self._advance(sim, 1)
+        self.computed += len(keys)
+        return [Teacher(init, pats, tgt) for init, pats, tgt in zip(inits, patterns, targets)]
 
 
 class Simulation:
     """A batch of runs advanced together, one time step for all of them at once."""
 
-    def __init__(self, runs: list[RunSpec], protocol: Protocol) -> None:
+    def __init__(self, runs: list[RunSpec], protocol: Protocol, teachers: Teachers | None = None) -> None:
+        """``teachers`` (fw_bw): where the runs' teachers come from; by default computed here with NumPy."""
         self.runs = runs
         self.protocol = protocol
         self.params = BatchParams.from_models([r.params for r in runs])
         self.learning = TASK_LEARNING[protocol.task]
         n_in = runs[0].params.layers[0]
 
-        inits: list[NetworkInit] = [init_network(r.params, r.seed) for r in runs]
+        drawn: dict[tuple, NetworkInit] = {}  # runs that differ only in parameters the draws ignore share them
+        inits: list[NetworkInit] = []
+        for run in runs:
+            key = init_key(run.params, run.seed)
+            if key not in drawn:
+                drawn[key] = init_network(run.params, run.seed)
+            inits.append(drawn[key])
         lookahead_from: list[NetworkInit | None] = [None] * len(runs)
         self.targets: np.ndarray | None = None
         if protocol.task == "fw_bw":
             patterns, self.targets = [], []
-            teachers: dict[tuple, tuple[NetworkInit, np.ndarray, np.ndarray]] = {}
-            for r_index, run in enumerate(runs):
-                key = (run.model_name, run.teacher_seed_source)
-                if key not in teachers:
-                    t_seed = teacher_seed(run.teacher_seed_source)
-                    t_patterns = input_patterns(t_seed, protocol.dataset_size, n_in)
-                    teachers[key] = (
-                        init_network(run.params, t_seed, teacher=True),
-                        t_patterns,
-                        run_teacher(run.params, t_seed, t_patterns, protocol),
-                    )
-                t_init, t_patterns, t_targets = teachers[key]
-                patterns.append(t_patterns)
-                self.targets.append(t_targets)
+            for r_index, (run, teacher) in enumerate(zip(runs, (teachers or Teachers()).for_runs(runs, protocol))):
+                patterns.append(teacher.patterns)
+                self.targets.append(teacher.targets)
                 if run.params.copy_teacher_weights:
+                    t_init = teacher.init
                     inits[r_index] = NetworkInit(uP=inits[r_index].uP, uI=inits[r_index].uI, WPP=t_init.WPP,
                                                  WIP=t_init.WIP, BPP=t_init.BPP, BPI=t_init.BPI)
                 if run.params.copy_teacher_voltages:
-                    lookahead_from[r_index] = t_init
+                    lookahead_from[r_index] = teacher.init
             self.patterns = np.stack(patterns)
             self.targets = np.stack(self.targets)
         elif protocol.task == "supervised":
@@ -111,6 +181,27 @@ class Simulation:
         self.order = np.tile(np.arange(protocol.dataset_size), (len(runs), 1))
         self.current_input: np.ndarray = np.zeros((len(runs), n_in))
         self.current_target: np.ndarray | None = None
+        self.reshuffles = True  # whether each epoch reshuffles the presentation order (teachers keep theirs)
+
+    @classmethod
+    def of_teachers(cls, params: list[ModelParams], seeds: list[int], inits: list[NetworkInit],
+                    patterns: np.ndarray, protocol: Protocol) -> "Simulation":
+        """A batch of fw_bw teachers (one per params, seed and initial network; patterns (R, dataset, n_in)):
+        no learning, no target, and after settling one epoch that presents the patterns in order."""
+        sim = cls.__new__(cls)
+        sim.runs = [RunSpec(seed, "teacher", p, seed, seed) for p, seed in zip(params, seeds)]
+        sim.protocol = protocol
+        sim.params = BatchParams.from_models(params, teacher=True)
+        sim.learning = SETTLING
+        sim.targets = None
+        sim.patterns = patterns
+        sim.state = State.initial(inits, sim.params)
+        sim.rngs = [np.random.RandomState(seed) for seed in seeds]  # never drawn from: a teacher has no noise
+        sim.order = np.tile(np.arange(protocol.dataset_size), (len(seeds), 1))
+        sim.current_input = np.zeros((len(seeds), params[0].layers[0]))
+        sim.current_target = None
+        sim.reshuffles = False
+        return sim
 
     # -- time course -----------------------------------------------------------------------------------
     @property
@@ -131,7 +222,7 @@ class Simulation:
             sample = ((k - 1) % N) // Tp  # the unshuffled sequence (wrapping if settling outlasts an epoch)
             return self.patterns[:, sample], None, SETTLING
         within = (k - S - 1) % N
-        if within == 0:
+        if within == 0 and self.reshuffles:
             for r, rng in enumerate(self.rngs):
                 rng.shuffle(self.order[r])
         sample = self.order[:, within // Tp]
@@ -160,10 +251,11 @@ class Simulation:
         payload["current_input"] = self.current_input
         if self.current_target is not None:
             payload["current_target"] = self.current_target
-        for r, rng in enumerate(self.rngs):
-            _, key, pos, has_gauss, cached = rng.get_state()
-            payload[f"rng/{r}/key"] = key
-            payload[f"rng/{r}/meta"] = np.array([pos, has_gauss, cached], dtype=np.float64)
+        # one array for all generators (an entry per run made a batch of thousands of runs slow to save)
+        states = [rng.get_state() for rng in self.rngs]
+        payload["rng/keys"] = np.array([key for _, key, _, _, _ in states], dtype=np.uint32).reshape(len(states), -1)
+        payload["rng/meta"] = np.array([[pos, has_gauss, cached] for _, _, pos, has_gauss, cached in states],
+                                       dtype=np.float64).reshape(len(states), 3)
         return payload
 
     def restore(self, payload: dict[str, np.ndarray]) -> None:
@@ -173,9 +265,8 @@ class Simulation:
         self.order = np.array(payload["order"])
         self.current_input = np.array(payload["current_input"])
         self.current_target = np.array(payload["current_target"]) if "current_target" in payload else None
-        for r, rng in enumerate(self.rngs):
-            pos, has_gauss, cached = payload[f"rng/{r}/meta"]
-            rng.set_state(("MT19937", payload[f"rng/{r}/key"], int(pos), int(has_gauss), float(cached)))
+        for rng, key, (pos, has_gauss, cached) in zip(self.rngs, payload["rng/keys"], payload["rng/meta"]):
+            rng.set_state(("MT19937", key, int(pos), int(has_gauss), float(cached)))
 
 
 # -- evaluation (task supervised) ----------------------------------------------------------------------
@@ -202,6 +293,7 @@ def frozen_copy(sim: Simulation, inputs: np.ndarray) -> Simulation:
     frozen.state = State.from_arrays(0, {name: values.copy() for name, values in sim.state.arrays().items()})
     frozen.rngs = [copy.deepcopy(rng) for rng in sim.rngs]  # never drawn from while settling
     frozen.order = np.tile(np.arange(n), (R, 1))
+    frozen.reshuffles = False
     frozen.current_input = np.zeros((R, inputs.shape[1]))
     frozen.current_target = None
     return frozen

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Optional, get_args
+from typing import Annotated, Any, Iterator, Literal, Optional, get_args
 
 from pydantic import (
     AfterValidator,
@@ -1066,15 +1066,18 @@ class Experiment(Section):
 
         The values are read back from the validated variant, so they have the schema's types (1 -> 1.0).
         """
+        return list(self.iter_variants())
+
+    def iter_variants(self) -> Iterator[tuple[dict[str, Any], "Experiment"]]:
+        """``variants()`` one at a time (a large sweep's variant experiments need not all be in memory at once)."""
         if self.sweep is None:
-            return [({}, self)]
+            yield {}, self
+            return
         settings = self.to_dict()
-        out = []
         for values in self.sweep.combinations():
             variant = Experiment.model_validate(apply_values(settings, values))
             resolved = variant.to_dict()
-            out.append(({path: get_path(resolved, path) for path in values}, variant))
-        return out
+            yield {path: get_path(resolved, path) for path in values}, variant
 
     def protocol(self) -> Protocol:
         """The time course shared by every run: Tp = round(Tpres/dt) and S = round(settling_time/dt) steps."""

@@ -109,8 +109,8 @@ def get_path(settings: dict[str, Any], path: str) -> Any:
 
 def apply_values(settings: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """A copy of the experiment ``settings`` with the swept ``values`` set and no sweep section."""
-    out = copy.deepcopy(settings)
-    out.pop("sweep", None)
+    out = copy.deepcopy({key: value for key, value in settings.items() if key != "sweep"})  # (a sweep's lists
+    # are long: copying them for each of its variants grew with the square of its size)
     for path, value in values.items():
         *parents, leaf = path.split(".")
         node = out
@@ -133,3 +133,29 @@ def label(values: dict[str, Any]) -> str:
     """A short text naming a variant, e.g. ``tauxi=1.0, taur=0.0``."""
     names = coordinate_names(list(values))
     return ", ".join(f"{names[path]}={value}" for path, value in values.items())
+
+
+LISTED_VARIANTS = 6  # sweeps of up to this many variants are listed in full by 'palmc info' and 'palmc validate'
+_TEXT_WIDTH = 60  # longest value or label text shown in a summary
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _TEXT_WIDTH else text[:_TEXT_WIDTH - 3] + "..."
+
+
+def summarise_values(name: str, values: list[Any]) -> str:
+    """One line on a swept field: its number of distinct values and their range (numbers) or first and last."""
+    distinct = list({repr(v): v for v in values}.values())
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in distinct)
+    if numbers and len(distinct) > 1:
+        return f"{name}: {len(distinct)} values from {min(distinct)} to {max(distinct)}"
+    if len(distinct) <= 2:
+        return f"{name}: {len(distinct)} value(s): " + ", ".join(_short(str(v)) for v in distinct)
+    return f"{name}: {len(distinct)} values: {_short(str(distinct[0]))}, ..., {_short(str(distinct[-1]))}"
+
+
+def summarise_labels(labels: list[str]) -> str:
+    """A few variant labels (the first ones and the last), each kept short."""
+    if len(labels) <= LISTED_VARIANTS:
+        return "; ".join(labels)
+    return "; ".join([_short(x) for x in labels[:2]] + ["...", _short(labels[-1])])

@@ -26,8 +26,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from palmc.plan import BatchSpec, Plan
 from palmc.engine.variables import EVALUATION_DIMS, EVALUATION_VARIABLES
+from palmc.plan import CHUNK_BYTES_PER_RUN, BatchSpec, Plan
 from palmc.store.layout import attributes, encode_run_status, run_status_attrs, store_dims
 from palmc.store.location import StoreLocation
 from palmc.version import __version__
@@ -119,6 +119,28 @@ def run_dims(plan: Plan) -> tuple[str, ...]:
     return ("seed", "model", "variant") if plan.has_variants else ("seed", "model")
 
 
+def run_chunks(plan: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Chunk and shard shapes along the run dims (seed, model[, variant]).
+
+    A shard, one file, holds a whole batch's region, so a store has about (variables x time chunks x batches)
+    files however many variants it has, and each batch writes whole shards of its own. A chunk holds one batch
+    of seeds of one model and of one variant (what a reader of one run reads), or of as many variants as make
+    it CHUNK_BYTES_PER_RUN of the largest variable (tiny chunks cost more to write and read than they hold).
+    """
+    one_model_group = len({(b.models.start, b.models.stop) for b in plan.batches}) == 1
+    models = plan.batches[0].models.stop - plan.batches[0].models.start if one_model_group else 1
+    chunk: tuple[int, ...] = (plan.seeds_per_batch, 1)
+    shard: tuple[int, ...] = (plan.seeds_per_batch, models)
+    if plan.has_variants:
+        per_variant = plan.chunk_records * plan.seeds_per_batch * max(
+            (int(np.prod(v.record_shape(plan.layers))) * 8 for v in plan.variables), default=8)
+        wanted = max(1, CHUNK_BYTES_PER_RUN // per_variant)
+        variants = max(d for d in range(1, plan.variants_per_batch + 1)
+                       if plan.variants_per_batch % d == 0 and d <= wanted)
+        chunk, shard = chunk + (variants,), shard + (plan.variants_per_batch,)
+    return chunk, shard
+
+
 def template(plan: Plan) -> xr.Dataset:
     """The lazy, all-NaN dataset with the store's full shape, coordinates and attributes."""
     layers = plan.layers
@@ -149,21 +171,25 @@ def template(plan: Plan) -> xr.Dataset:
         coords.update(_variant_coords(plan, set(coords)))
 
     data_vars = {}
+    chunk_runs, shard_runs = run_chunks(plan)
     for var in plan.variables:
         shape = (plan.n_records, *var.record_shape(layers), *run_shape)
-        # one chunk per batch along seed: every writer's region is whole chunks, and few files per write
-        chunks = (plan.chunk_records, *var.record_shape(layers), plan.seeds_per_batch, *(1,) * (len(runs) - 1))
-        data = da.full(shape, np.nan, chunks=chunks, dtype=np.float64)
+        chunks = (plan.chunk_records, *var.record_shape(layers), *chunk_runs)
+        shards = (plan.chunk_records, *var.record_shape(layers), *shard_runs)
+        encoding: dict[str, object] = {"compressors": (record_compressor(),), "chunks": chunks}
+        if shards != chunks:
+            encoding["shards"] = shards
+        data = da.full(shape, np.nan, chunks=shards, dtype=np.float64)
         data_vars[var.name] = xr.Variable(store_dims(var, plan.has_variants), data, attributes(var),
-                                          encoding={"compressors": (record_compressor(),)})
+                                          encoding=encoding)
     eval_epochs = plan.eval_epochs
     if len(eval_epochs):
         coords["eval_epoch"] = ("eval_epoch", eval_epochs, {"long_name": "epochs done at the evaluation (0 = after "
                                                                           "settling, before training)"})
         for var in EVALUATION_VARIABLES.values():
-            # one chunk per evaluation and batch: each evaluation is written when it is done (resume stays exact)
-            chunks = (1, plan.seeds_per_batch, *(1,) * (len(runs) - 1))
-            data = da.full((len(eval_epochs), *run_shape), np.nan, chunks=chunks, dtype=np.float64)
+            # one chunk per evaluation and batch region: each evaluation is written when it is done (resume
+            # stays exact), by its batch alone
+            data = da.full((len(eval_epochs), *run_shape), np.nan, chunks=(1, *shard_runs), dtype=np.float64)
             data_vars[var.name] = xr.Variable(EVALUATION_DIMS + runs[2:], data,
                                               {"long_name": var.long_name, "units": var.units})
     data_vars["run_status"] = xr.Variable(runs, encode_run_status(np.full(run_shape, "pending")), run_status_attrs())
@@ -181,6 +207,7 @@ def template(plan: Plan) -> xr.Dataset:
         "record_every_steps": plan.every,
         "engine": plan.engine,
         "seeds_per_batch": plan.seeds_per_batch,
+        "variants_per_batch": plan.variants_per_batch,
         "steps_total": plan.protocol.total_steps,
         "settling_steps": plan.protocol.settling_steps,
         "run_steps_total": plan.total_run_steps,
@@ -292,33 +319,36 @@ class ChunkWriter:
         self.arrays = {var.name: group[var.name] for var in plan.variables}
         self.run_region: tuple[slice, ...] = (batch.seeds, batch.models)
         if plan.has_variants:
-            self.run_region += (slice(batch.variant, batch.variant + 1),)
-        self.n_seed = batch.seeds.stop - batch.seeds.start
-        self.n_model = batch.models.stop - batch.models.start
+            self.run_region += (batch.variants,)
+        self.run_shape = batch.shape if plan.has_variants else batch.shape[:2]
         # where this batch's records go on the store's time axis (all of it, unless variants differ in time)
-        self.positions = plan.record_positions(plan.variants[batch.variant])
+        self.positions = plan.record_positions(plan.batch_variant(batch))
         self.eval_arrays = ({name: group[name] for name in EVALUATION_VARIABLES} if len(plan.eval_epochs) else {})
-        self.eval_positions = plan.eval_positions(plan.variants[batch.variant])
+        self.eval_positions = plan.eval_positions(plan.batch_variant(batch))
 
     def write(self, first_record: int, data: dict[str, np.ndarray]) -> None:
-        """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs seed-major)."""
+        """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs in the order of
+        ``Plan.runs``)."""
         for name, block in data.items():
             n = block.shape[0]
-            block = block.reshape(*block.shape[:-1], self.n_seed, self.n_model, *(1,) * (len(self.run_region) - 2))
+            block = block.reshape(*block.shape[:-1], *self.run_shape)
             middle = (slice(None),) * (block.ndim - 1 - len(self.run_region))
             where = self.positions[first_record:first_record + n]
             if n and where[-1] - where[0] == n - 1:  # contiguous: a plain region write
                 self.arrays[name][(slice(where[0], where[0] + n), *middle, *self.run_region)] = block
-            else:
-                self.arrays[name].oindex[(where, *middle, *self.run_region)] = block
-
+            elif n:  # scattered along time: this batch's own region of the span, read, filled in and written back
+                # (Zarr 3.1's orthogonal writes into sharded arrays fail)
+                span = (slice(where[0], where[-1] + 1), *middle, *self.run_region)
+                region = self.arrays[name][span]
+                region[where - where[0]] = block
+                self.arrays[name][span] = region
 
     def write_evaluation(self, index: int, results: dict[str, np.ndarray]) -> None:
-        """Write the batch's results of its ``index``-th evaluation (name -> (R,), runs seed-major)."""
+        """Write the batch's results of its ``index``-th evaluation (name -> (R,), runs in the order of
+        ``Plan.runs``)."""
         where = int(self.eval_positions[index])
         for name, values in results.items():
-            block = np.asarray(values, dtype=np.float64).reshape(1, self.n_seed, self.n_model,
-                                                                 *(1,) * (len(self.run_region) - 2))
+            block = np.asarray(values, dtype=np.float64).reshape(1, *self.run_shape)
             self.eval_arrays[name][(slice(where, where + 1), *self.run_region)] = block
 
 
