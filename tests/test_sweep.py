@@ -249,7 +249,7 @@ def test_batches_span_variants_and_each_variant_equals_its_own_run(tmp_path: Pat
     assert len(plan.variants) == 12 and len(plan.batches) == 1  # tiny runs: one batch carries them all
     store = palmc.simulate(path, tmp_path / "sweep.zarr", workers=1, progress=False, engine="compiled")
     ds = palmc.open(store)
-    assert ds.attrs["variants_per_batch"] == 12 and (ds["run_status"].values == "complete").all()
+    assert ds.attrs["variants_per_batch"] == 12 and (ds.palmc.run_status().values == "complete").all()
     for index, (_, variant) in enumerate(experiment.variants()):
         single = palmc.open(palmc.simulate(variant, tmp_path / f"v{index}.zarr", workers=1, progress=False,
                                            engine="compiled"))
