@@ -55,12 +55,16 @@ def convert(
 
         if task not in ("bw_only", "fw_bw"):
             _fail(f"--task must be bw_only or fw_bw, got {task!r}")
+        if output.is_dir():
+            _fail(f"-o {output} is a directory; give the path of the experiment YAML file to write")
         if output.exists() and not overwrite:
             _fail(f"{output} already exists; pass --overwrite to replace it")
         experiment, notes = convert_legacy(params, task)
         dump_experiment(experiment, output)
     except _user_errors() as err:
         _fail(str(err))
+    except OSError as err:
+        _fail(f"cannot write -o {output}: {err.strerror or err}")
     for note in notes:
         typer.echo(f"note: {note}")
     typer.echo(f"wrote {output}")
