@@ -126,14 +126,36 @@ def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
                             dashboard_address=":0", scheduler_kwargs={"dashboard": False}, preload=preload)
 
 
+class SchedulerError(Exception):
+    """The Dask scheduler given cannot be reached; the message names it and why."""
+
+
+DEFAULT_CONNECT_TIMEOUT = 20.0  # seconds; the schema's compute.connect_timeout defaults to the same
+
+
+def connect(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "Client":
+    """A client of the scheduler at ``scheduler``, connected within ``timeout`` seconds, else
+    :class:`SchedulerError` (a closed port, a listener that never answers, an unknown host)."""
+    from dask.distributed import Client
+
+    try:
+        return Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise SchedulerError(f"cannot connect to the Dask scheduler {scheduler} within {timeout:g} s "
+                             f"({type(err).__name__}: {err}); check the address (--scheduler, "
+                             f"${SCHEDULER_ENV} or compute.scheduler) and that the scheduler is running, or "
+                             "raise the timeout (--connect-timeout, compute.connect_timeout)") from None
+
+
 @contextmanager
-def cluster_client(plan: Plan, scheduler: str | None = None, workers: int | None = None) -> Iterator["Client"]:
+def cluster_client(plan: Plan, scheduler: str | None = None, workers: int | None = None,
+                   timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Iterator["Client"]:
     """A client of the cluster at ``scheduler`` (or ``$PALMC_SCHEDULER``), else of a new LocalCluster closed on exit."""
     from dask.distributed import Client
 
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if scheduler:
-        with Client(scheduler) as client:
+        with connect(scheduler, timeout) as client:
             yield client
         return
     cluster = start_local_cluster(plan, workers)

@@ -16,6 +16,8 @@ import platform
 import shutil
 import socket
 import tempfile
+import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -187,21 +189,27 @@ def template(plan: Plan) -> xr.Dataset:
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def create_store(plan: Plan, path: "str | Path | StoreLocation", overwrite: bool = False) -> None:
+def create_store(plan: Plan, path: "str | Path | StoreLocation", overwrite: bool = False,
+                 lease: tuple[str, bytes] | None = None) -> None:
     """Lay out a new store (metadata and coordinates only).
 
     An existing store is replaced only with ``overwrite``. A local store is built next to the old one and swapped
     in, so a failure leaves the old one untouched; a URL's old store is removed first (object stores cannot swap).
+    ``lease`` (file name, content) is the writer's lease (``palmc.store.lease``): the caller holds it and has
+    checked what may be replaced; it is part of the new store from its first moment.
     """
     location = StoreLocation(path)
-    refuse_existing(location, overwrite)
+    if lease is None:
+        refuse_existing(location, overwrite)
     try:
         if location.is_local:
-            _create_local(plan, location.path)
+            _create_local(plan, location.path, lease)
         else:
             if location.exists():
                 location.remove()
             _write_template(plan, location.url)
+            if lease is not None:
+                location.write_bytes(lease[1], lease[0])
     except OSError as err:
         raise StoreError(f"cannot write the store {location}: {err.strerror or err}") from err
 
@@ -218,7 +226,7 @@ def _write_template(plan: Plan, target: str) -> None:
     zarr.open_group(f"{target}/{CHECKPOINT_DIR}", mode="w", zarr_format=3)
 
 
-def _create_local(plan: Plan, path: Path) -> None:
+def _create_local(plan: Plan, path: Path, lease: tuple[str, bytes] | None) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -227,9 +235,17 @@ def _create_local(plan: Plan, path: Path) -> None:
         raise StoreError(f"cannot create the store {path}: {err.strerror or err}") from err
     try:
         _write_template(plan, str(staging / "store.zarr"))
+        if lease is not None:
+            (staging / "store.zarr" / lease[0]).write_bytes(lease[1])
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging / "store.zarr", path)
+            # moved aside (not deleted) first: the path is free for the shortest time, and only this rename
+            # and the next touch it
+            os.rename(path, staging / "replaced")
+        try:
+            os.rename(staging / "store.zarr", path)
+        except OSError as err:  # another process created the path in between
+            raise StoreError(f"{path} was created by another process while this one laid out the store; this "
+                             f"run stops ({err.strerror or err})") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -253,17 +269,23 @@ class ChunkWriter:
         # where this batch's records go on the store's time axis (all of it, unless variants differ in time)
         self.positions = plan.record_positions(plan.variants[batch.variant])
 
-    def write(self, first_record: int, data: dict[str, np.ndarray]) -> None:
-        """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs seed-major)."""
+    def write(self, first_record: int, data: dict[str, np.ndarray]) -> list[tuple[str, tuple]]:
+        """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs seed-major);
+        returns (variable, selection) of each write, from which ``integrity.written_keys`` finds the keys."""
+        written: list[tuple[str, tuple]] = []
         for name, block in data.items():
             n = block.shape[0]
             block = block.reshape(*block.shape[:-1], self.n_seed, self.n_model, *(1,) * (len(self.run_region) - 2))
             middle = (slice(None),) * (block.ndim - 1 - len(self.run_region))
             where = self.positions[first_record:first_record + n]
             if n and where[-1] - where[0] == n - 1:  # contiguous: a plain region write
-                self.arrays[name][(slice(where[0], where[0] + n), *middle, *self.run_region)] = block
+                selection = (slice(where[0], where[0] + n), *middle, *self.run_region)
+                self.arrays[name][selection] = block
             else:
-                self.arrays[name].oindex[(where, *middle, *self.run_region)] = block
+                selection = (where, *middle, *self.run_region)
+                self.arrays[name].oindex[selection] = block
+            written.append((name, selection))
+        return written
 
 
 def write_run_status(path: "str | Path | StoreLocation", status: np.ndarray, diverged_step: np.ndarray) -> None:
@@ -297,8 +319,18 @@ def save_checkpoint(path: "str | Path | StoreLocation", batch: BatchSpec, payloa
 
 
 def load_checkpoint(path: "str | Path | StoreLocation", batch: BatchSpec) -> dict[str, np.ndarray] | None:
+    """The batch's checkpoint, or None if it has none; :class:`ValueError` if it is damaged."""
     data = StoreLocation(path).read_bytes(CHECKPOINT_DIR, checkpoint_name(batch))
     if data is None:
         return None
-    with np.load(io.BytesIO(data), allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+    return load_checkpoint_bytes(data)
+
+
+def load_checkpoint_bytes(data: bytes) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint file's bytes (all read, so that each is CRC-checked); :class:`ValueError`
+    names what is wrong when the file is damaged (truncated, altered)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, zlib.error) as err:
+        raise ValueError(f"{type(err).__name__}: {err}") from None
