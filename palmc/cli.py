@@ -191,6 +191,15 @@ def _open_store(store: str):
         raise StoreError(f"{store} is not a readable palmc store ({err})") from err
 
 
+# what reading damaged chunks raises (the codecs' errors name no file)
+_DATA_ERRORS = (RuntimeError, ValueError, OSError, EOFError)
+
+
+def _unreadable(store: str, err: BaseException) -> str:
+    return (f"cannot read the data of {store} ({type(err).__name__}: {err}); `palmc verify {store}` lists "
+            "missing or damaged chunks, and `palmc simulate --resume` re-runs their batches")
+
+
 @app.command()
 def analyze(
     store: str = typer.Argument(..., help="A palmc Zarr store (path or URL)."),
@@ -208,6 +217,8 @@ def analyze(
             typer.echo(f"wrote {output}")
     except _user_errors() as err:
         _fail(str(err))
+    except _DATA_ERRORS as err:
+        _fail(_unreadable(store, err))
 
 
 @app.command()
@@ -223,6 +234,8 @@ def plot(
         path = save_dashboard(_open_store(store), output, queries_path=queries)
     except _user_errors() as err:
         _fail(str(err))
+    except _DATA_ERRORS as err:
+        _fail(_unreadable(store, err))
     typer.echo(f"wrote {path}")
 
 
