@@ -136,9 +136,19 @@ DEFAULT_CONNECT_TIMEOUT = 20.0  # seconds; the schema's compute.connect_timeout 
 def connect(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "Client":
     """A client of the scheduler at ``scheduler``, connected within ``timeout`` seconds, else
     :class:`SchedulerError` (a closed port, a listener that never answers, an unknown host)."""
+    import asyncio
+
     from dask.distributed import Client
+    from distributed.comm import connect as open_comm
+
+    async def handshake() -> None:
+        # the Client itself can wait forever on a listener that never answers; Dask's handshake, bounded here,
+        # cannot
+        comm = await asyncio.wait_for(open_comm(scheduler, timeout=timeout), timeout)
+        await comm.close()
 
     try:
+        asyncio.run(handshake())
         return Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as err:
         raise SchedulerError(f"cannot connect to the Dask scheduler {scheduler} within {timeout:g} s "

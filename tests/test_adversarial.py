@@ -265,7 +265,7 @@ BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
     ("[" * 5000 + "]" * 5000, "nested at most"),
     ("{a: " * 3000 + "1" + "}" * 3000, "nested at most"),
     ("name: x\0y\n", "malformed YAML"),
-])
+], ids=["alias-bomb", "self-alias", "self-alias-mapping", "5000-brackets", "3000-braces", "NUL-byte"])
 @pytest.mark.parametrize("command", ["validate", "simulate"])
 def test_hostile_yaml_is_refused(tmp_path: Path, text: str, expected: str, command: str) -> None:
     assert len(BOMB) < 400

@@ -492,6 +492,8 @@ SCHEDULER_ADDRESS = re.compile(
 
 def scheduler_address_problem(address: str) -> str | None:
     """Why ``address`` is not a Dask scheduler address (``tcp://host:8786``, ``host:8786``), or None."""
+    if re.match(r"^inproc://\S+$", address.strip()):  # a scheduler in this process (tests, notebooks)
+        return None
     match = SCHEDULER_ADDRESS.match(address.strip())
     if match is None or not 0 < int(match["port"]) < 65536:
         return f"expected a Dask scheduler address such as tcp://host:8786, got {address!r}"

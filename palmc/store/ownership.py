@@ -91,10 +91,14 @@ def check_replaceable(location: StoreLocation) -> None:
                              "only palmc stores and empty directories)")
         if _only_a_lease(path):  # empty, or only a lease (this process's: the caller holds it)
             return
-    if not is_palmc_store(location):
-        raise StoreError(f"{location} is not a palmc store (no palmc metadata in its zarr.json); refusing to "
-                         "replace it (--overwrite replaces only palmc stores and empty directories): choose "
-                         "another output path, or move it away yourself")
+    if is_palmc_store(location):
+        return
+    if not location.is_local and all(key[len(location.root):].lstrip("/").startswith(LEASE_FILE)
+                                     for key in location.fs.find(location.root)):
+        return  # an object store holding only a lease
+    raise StoreError(f"{location} is not a palmc store (no palmc metadata in its zarr.json); refusing to "
+                     "replace it (--overwrite replaces only palmc stores and empty directories): choose "
+                     "another output path, or move it away yourself")
 
 
 def _only_a_lease(path: Path) -> bool:
