@@ -105,7 +105,11 @@ def _start(exp: Path, *extra: str) -> subprocess.Popen:
                             text=True)
 
 
-@pytest.mark.parametrize("flags", [((), ("--overwrite",)), (("--overwrite",), ("--overwrite",)), ((), ())])
+@pytest.mark.parametrize("flags", [
+    ((), ("--overwrite",)),
+    pytest.param((("--overwrite",), ("--overwrite",)), marks=pytest.mark.slow),  # ~20 s each under load
+    pytest.param(((), ()), marks=pytest.mark.slow),
+], ids=["new-then-overwrite", "both-overwrite", "both-new"])
 def test_two_concurrent_writers_never_both_succeed(tmp_path: Path, flags: tuple[tuple[str, ...], ...]) -> None:
     exp = write_experiment(tmp_path, name="race", **LONG)
     store = tmp_path / "race.zarr"
