@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import xarray as xr
 
-from palmc.distributed import (DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV, BatchFailure, batch_task, can_fork,
-                               cluster_client, default_workers, read_progress_files, run_on_cluster)
+from palmc.distributed import (DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV, BatchFailure, SchedulerError, batch_task,
+                               can_fork, cluster_client, default_workers, read_progress_files, run_on_cluster)
 from palmc.plan import BatchSpec, Plan, make_plan
 from palmc.runner import BatchResult, kernel_loaded, load_kernel
 from palmc.store.integrity import reset_batch, summarise, verify
@@ -106,7 +106,7 @@ def _check_run_options(overwrite: bool, resume: bool, seeds_per_batch: int | Non
 
 def scheduler_address(given: str | None, compute: object) -> str | None:
     """The scheduler to use (``given``, else ``$PALMC_SCHEDULER``, else compute.scheduler), checked to be an
-    address; :class:`StoreError` naming where a bad one came from."""
+    address; :class:`SchedulerError` naming where a bad one came from."""
     from palmc.schema.experiment import scheduler_address_problem
 
     for source, value in (("--scheduler", given), (f"${SCHEDULER_ENV}", os.environ.get(SCHEDULER_ENV)),
@@ -114,7 +114,7 @@ def scheduler_address(given: str | None, compute: object) -> str | None:
         if value:
             problem = scheduler_address_problem(value)
             if problem:
-                raise StoreError(f"{source}: {problem}")
+                raise SchedulerError(f"{source}: {problem}")
             return value
     return None
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
 from palmc.runner import BatchResult, load_kernel, run_batch
+from palmc.schema.experiment import Compute
 from palmc.store.location import StoreLocation
 from palmc.store.writer import CHECKPOINT_DIR
 
@@ -130,7 +131,7 @@ class SchedulerError(Exception):
     """The Dask scheduler given cannot be reached; the message names it and why."""
 
 
-DEFAULT_CONNECT_TIMEOUT = 20.0  # seconds; the schema's compute.connect_timeout defaults to the same
+DEFAULT_CONNECT_TIMEOUT: float = Compute.model_fields["connect_timeout"].default  # seconds
 
 
 def connect(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "Client":
