@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 
 import palmc
 from palmc.cli import app
-from palmc.store.lease import LEASE_FILE
 from palmc.store.writer import CHECKPOINT_DIR, StoreError
 from tests.experiments import write_experiment
 
 runner = CliRunner()
+LEASE_FILE = f"{CHECKPOINT_DIR}/lease.json"  # palmc.store.lease.LEASE_FILE, spelled out: the contract of a store
 LONG = dict(layers=(3, 5, 4, 2), epochs=6, dataset_size=4, Tpres=1.0, settling=1.0, every=10, chunk_records=5,
             models="  - {kind: FA}\n  - {kind: PAL}")
 
@@ -81,14 +81,27 @@ def test_overwrite_never_deletes_a_directory_that_is_not_a_palmc_store(tmp_path:
 
 @pytest.mark.parametrize("where", ["", ".", "cwd", "parent", "home", "/"])
 def test_root_like_output_paths_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    import shutil
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"palmc tried to delete or move {args[:2]}")
+
+    # whatever happens, this test must not remove a real directory: deletion and moves fail in this process
+    # (and in the processes it forks), and the home directory is a temporary one
+    for module, name in ((shutil, "rmtree"), (os, "rename"), (os, "replace")):
+        monkeypatch.setattr(module, name, never)
     exp = write_experiment(tmp_path)
     work = tmp_path / "work"
     work.mkdir()
     (work / "precious.txt").write_text("data")
     monkeypatch.chdir(work)
-    target = {"cwd": str(work), "parent": str(tmp_path), "home": str(Path.home())}.get(where, where)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("settings")
+    monkeypatch.setenv("HOME", str(home))
+    target = {"cwd": str(work), "parent": str(tmp_path), "home": "~"}.get(where, where)
     _refused(["simulate", str(exp), "-o", target, "--overwrite", "--no-progress"], "output path")
-    assert (work / "precious.txt").read_text() == "data"
+    assert (work / "precious.txt").read_text() == "data" and (home / ".bashrc").read_text() == "settings"
 
 
 def test_output_below_a_file_names_the_file(tmp_path: Path) -> None:
