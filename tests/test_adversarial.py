@@ -406,13 +406,28 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[list[str], tuple[str, ...]]]:
     ]
 
 
-def test_every_bad_input_answers_exit_2_and_writes_nothing(tmp_path: Path) -> None:
-    cases = _bad_inputs(tmp_path)
-    before = _files(tmp_path)
-    for args, expected in cases:
-        _refused(args, *expected)
-    assert _files(tmp_path) == before
-    assert not (tmp_path / "d.html").exists() and not (tmp_path / "r.zarr").exists()
+BAD_INPUTS = ["seeds-per-batch-0", "seeds-per-batch-negative", "workers-0", "workers-negative", "resume-overwrite",
+              "true-layer-width", "every-beyond-run", "query-file-missing", "query-file-not-utf8", "query-file-directory",
+              "query-name-slash-zarr", "convert-binary", "convert-read-only", "convert-onto-directory", "info-foreign",
+              "plot-foreign", "verify-foreign", "info-missing", "overwrite-foreign", "resume-foreign"]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[list[str], tuple[str, ...]]]]:
+    folder = tmp_path_factory.mktemp("bad")
+    cases = _bad_inputs(folder)
+    assert len(cases) == len(BAD_INPUTS)
+    return folder, dict(zip(BAD_INPUTS, cases))
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_every_bad_input_answers_exit_2_and_writes_nothing(bad_inputs: tuple[Path, dict], case: str) -> None:
+    folder, cases = bad_inputs
+    args, expected = cases[case]
+    before = _files(folder)
+    _refused(args, *expected)
+    assert _files(folder) == before
+    assert not (folder / "d.html").exists() and not (folder / "r.zarr").exists()
 
 
 def test_info_says_when_runs_diverged(tmp_path: Path) -> None:
