@@ -1,9 +1,10 @@
 """Hostile and huge inputs are answered quickly and in little memory (issue #19).
 
 Prints, for each case, the wall time of ``palmc validate`` in a fresh process (palmc imported first, not
-timed; best and median of ``--repeat``), the process's peak RSS (imports included) and its exit status: a 324-byte YAML alias bomb (9**9 values once expanded), a
-self-referencing alias, 5,000 nested brackets, an experiment of 100,000 seeds, one of 1e9 epochs recorded every
-step. Targets: the bomb refused in < 2 s and < 200 MB; the others linear (no per-step or quadratic work).
+timed; best and median of ``--repeat``), the process's peak RSS (imports included) and its exit status: a
+324-byte YAML alias bomb (9**9 values once expanded), a self-referencing alias, 5,000 nested brackets, an
+experiment of 100,000 seeds, one of 1e9 epochs recorded every step. Targets: the bomb refused in < 2 s and
+< 200 MB; the others linear (no per-step or quadratic work).
 Usage: python benchmarks/bench_hostile.py [--repeat N]
 """
 

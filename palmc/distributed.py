@@ -270,6 +270,10 @@ def run_on_cluster(client: "Client", plan: Plan, store: str, on_progress: Callab
             batch = futures[future]
             try:
                 results.append(future.result())
+            except OSError as err:
+                if err.errno is not None:  # the store cannot be written (a full disk...): no batch can go on
+                    raise
+                failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
             except Exception as err:  # noqa: BLE001 - any task error is reported per batch
                 failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
             if on_batch_done is not None:

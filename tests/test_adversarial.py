@@ -270,6 +270,27 @@ def test_disk_full_leaves_an_interrupted_store_that_resume_completes(tmp_path: P
     xr.testing.assert_identical(_data(store), _data(lone))
 
 
+def test_disk_full_on_a_cluster_worker_interrupts_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import palmc.store.writer as writer_module
+
+    exp = write_experiment(tmp_path, name="full", seeds=(11, 12), every=2)
+    monkeypatch.setenv("PALMC_LOCAL_PROCESSES", "0")  # thread workers: they see this test's patch
+
+    def full(self: object, *args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer_module.ChunkWriter, "write", full)
+    with pytest.raises(StoreError, match="No space left on device.*--resume"):
+        palmc.simulate(exp, workers=2, seeds_per_batch=1, engine="numpy", progress=False)
+    monkeypatch.undo()
+    store = tmp_path / "full.zarr"
+    assert palmc.open(store).attrs["status"] == "interrupted"
+    result = runner.invoke(app, ["simulate", str(exp), "--resume", "--no-progress", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    lone = palmc.simulate(exp, tmp_path / "lone.zarr", workers=1, engine="numpy", progress=False)
+    xr.testing.assert_identical(_data(store), _data(lone))
+
+
 # ---- hostile YAML -------------------------------------------------------------------------------------------------
 BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
     f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
@@ -354,7 +375,7 @@ def test_unreachable_and_garbage_schedulers_fail_before_any_store(tmp_path: Path
     _refused(["validate", str(exp)], "compute.scheduler", "tcp://host:8786")
 
 
-# ---- resume settings ---------------------------------------------------------------------------------------------------
+# ---- resume settings -------------------------------------------------------------------------------------------------
 def test_resume_refuses_settings_that_change_results(tmp_path: Path) -> None:
     exp = write_experiment(tmp_path)
     store = palmc.simulate(exp, workers=1, engine="numpy", progress=False, seeds_per_batch=1)
@@ -363,7 +384,7 @@ def test_resume_refuses_settings_that_change_results(tmp_path: Path) -> None:
     assert palmc.open(store).attrs["engine"] == "numpy"
 
 
-# ---- bad input of every kind ------------------------------------------------------------------------------------------
+# ---- bad input of every kind -----------------------------------------------------------------------------------------
 def _bad_inputs(tmp_path: Path) -> list[tuple[list[str], tuple[str, ...]]]:
     exp = write_experiment(tmp_path)
     store = palmc.simulate(exp, tmp_path / "good.zarr", workers=1, engine="numpy", progress=False)
@@ -407,9 +428,10 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[list[str], tuple[str, ...]]]:
 
 
 BAD_INPUTS = ["seeds-per-batch-0", "seeds-per-batch-negative", "workers-0", "workers-negative", "resume-overwrite",
-              "true-layer-width", "every-beyond-run", "query-file-missing", "query-file-not-utf8", "query-file-directory",
-              "query-name-slash-zarr", "convert-binary", "convert-read-only", "convert-onto-directory", "info-foreign",
-              "plot-foreign", "verify-foreign", "info-missing", "overwrite-foreign", "resume-foreign"]
+              "true-layer-width", "every-beyond-run", "query-file-missing", "query-file-not-utf8",
+              "query-file-directory", "query-name-slash-zarr", "convert-binary", "convert-read-only",
+              "convert-onto-directory", "info-foreign", "plot-foreign", "verify-foreign", "info-missing",
+              "overwrite-foreign", "resume-foreign"]
 
 
 @pytest.fixture(scope="module")
