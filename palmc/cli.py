@@ -50,6 +50,7 @@ app = typer.Typer(cls=_PlainHelpGroup, add_completion=False, no_args_is_help=Tru
                   help="Simulate and analyse dendritic microcircuits that learn their feedback weights (BP, FA, PAL).")
 
 USER_ERROR = 2
+DAMAGED = 1  # a store with missing or damaged chunks (info, verify)
 
 
 def _print_version(value: bool) -> None:
@@ -75,9 +76,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from palmc.schema import ExperimentError
     from palmc.store.writer import StoreError
 
+    from palmc.distributed import SchedulerError
     from palmc.store.location import MissingFilesystemPackage
 
-    errors: list[type[BaseException]] = [ExperimentError, StoreError, MissingFilesystemPackage]
+    errors: list[type[BaseException]] = [ExperimentError, StoreError, SchedulerError, MissingFilesystemPackage]
     try:
         from palmc.query import QueryError
 
@@ -110,12 +112,16 @@ def convert(
 
         if task not in ("bw_only", "fw_bw"):
             _fail(f"--task must be bw_only or fw_bw, got {task!r}")
+        if output.is_dir():
+            _fail(f"-o {output} is a directory; give the path of the experiment YAML file to write")
         if output.exists() and not overwrite:
             _fail(f"{output} already exists; pass --overwrite to replace it")
         experiment, notes = convert_legacy(params, task)
         dump_experiment(experiment, output)
     except _user_errors() as err:
         _fail(str(err))
+    except OSError as err:
+        _fail(f"cannot write -o {output}: {err.strerror or err}")
     for note in notes:
         typer.echo(f"note: {note}")
     typer.echo(f"wrote {output}")
@@ -126,11 +132,19 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
     """Check an experiment file without running it and print what would run."""
     from palmc.plan import make_plan
 
+    from palmc.api import check_fits_memory, scheduler_address
+
     try:
         exp = _load(experiment)
         plan = make_plan(exp)
+        scheduler_address(None, exp.compute)  # $PALMC_SCHEDULER or compute.scheduler, as simulate would use
     except _user_errors() as err:
         _fail(str(err))
+    try:
+        check_fits_memory(plan, 1)
+        fits = "fits this machine"
+    except _user_errors() as err:
+        fits = f"DOES NOT FIT: {err}"
     from palmc.schema.sweep import LISTED_VARIANTS, summarise_labels, summarise_values
 
     typer.echo(f"{experiment}: valid")
@@ -166,6 +180,8 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
                    f"{plan.protocol.eval_train_samples} training samples)")
     typer.echo(f"  variables   {', '.join(v.name for v in plan.variables)}")
     typer.echo(f"  store       {exp.output.store}, about {plan.estimated_store_bytes() / 2**20:.1f} MiB uncompressed")
+    typer.echo(f"  memory      about {plan.estimated_batch_bytes() / 2**20:.1f} MiB per batch "
+               f"({plan.seeds_per_batch} seed(s) per batch); {fits}")
     typer.echo(f"  engine      {plan.engine}")
 
 
@@ -176,9 +192,10 @@ def simulate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted store from its last checkpoint."),
     engine: Optional[str] = typer.Option(None, "--engine", help="numpy or compiled (default: the experiment's compute.engine)."),
-    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", help="Runs of how many seeds advance together (default: seeds / workers; in a sweep, all seeds and as many variants as their work is worth)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Workers of the local Dask cluster (default: one per core; 1 runs in-process)."),
+    seeds_per_batch: Optional[int] = typer.Option(None, "--seeds-per-batch", min=1, help="Runs of how many seeds advance together (default: seeds / workers; in a sweep, all seeds and as many variants as their work is worth)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Workers of the local Dask cluster (default: one per core; 1 runs in-process)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://host:8786 (or set PALMC_SCHEDULER)."),
+    connect_timeout: Optional[float] = typer.Option(None, "--connect-timeout", min=0.001, help="Seconds to wait for the Dask scheduler (default: compute.connect_timeout, 20)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Run an experiment and stream its recordings into a Zarr store."""
@@ -186,10 +203,14 @@ def simulate(
 
     if engine not in (None, "numpy", "compiled"):
         _fail(f"--engine must be numpy or compiled, got {engine!r}")
+    if resume and overwrite:
+        _fail("--overwrite and --resume exclude each other: --resume continues the store, --overwrite replaces "
+              "it; pass one of them")
     try:
         exp = _load(experiment)
         store = run(exp, output, overwrite=overwrite, resume=resume, engine=engine, progress=progress,
-                    seeds_per_batch=seeds_per_batch, workers=workers, scheduler=scheduler)
+                    seeds_per_batch=seeds_per_batch, workers=workers, scheduler=scheduler,
+                    connect_timeout=connect_timeout, log=lambda text: typer.echo(f"note: {text}", err=True))
     except _user_errors() as err:
         _fail(str(err))
     except RunFailures as err:
@@ -201,7 +222,7 @@ def simulate(
 @app.command()
 def info(store: str = typer.Argument(..., help="A palmc Zarr store (path or URL).")) -> None:
     """Summarise a store: experiment, models, seeds, dims, variables, status, size and provenance."""
-    from palmc.api import info as describe
+    from palmc.api import StoreDamaged, info as describe
 
     try:
         typer.echo(describe(store))
@@ -209,19 +230,47 @@ def info(store: str = typer.Argument(..., help="A palmc Zarr store (path or URL)
         _fail(str(err))
     except (OSError, ValueError, KeyError) as err:
         _fail(f"{store} is not a readable palmc store ({err})")
+    except StoreDamaged as err:
+        typer.echo(str(err))
+        raise typer.Exit(DAMAGED)
+
+
+@app.command()
+def verify(store: str = typer.Argument(..., help="A palmc Zarr store (path or URL).")) -> None:
+    """Check that every chunk the batches wrote is there, whole and unchanged, and every checkpoint loads.
+
+    Exit status 0: intact; 1: damaged (listed by batch and variable; --resume repairs); 2: not a palmc store."""
+    from palmc.api import StoreDamaged, verify_store
+
+    try:
+        typer.echo(verify_store(store))
+    except _user_errors() as err:
+        _fail(str(err))
+    except StoreDamaged as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(DAMAGED)
 
 
 def _open_store(store: str):
     from palmc.api import open as open_store
     from palmc.store.location import StoreLocation
+    from palmc.store.ownership import require_palmc_store
     from palmc.store.writer import StoreError
 
-    if not StoreLocation(store).exists():
-        raise StoreError(f"{store} does not exist")
+    require_palmc_store(StoreLocation(store))
     try:
         return open_store(store)
     except (OSError, ValueError, KeyError) as err:
         raise StoreError(f"{store} is not a readable palmc store ({err})") from err
+
+
+# what reading damaged chunks raises (the codecs' errors name no file)
+_DATA_ERRORS = (RuntimeError, ValueError, OSError, EOFError)
+
+
+def _unreadable(store: str, err: BaseException) -> str:
+    return (f"cannot read the data of {store} ({type(err).__name__}: {err}); `palmc verify {store}` lists "
+            "missing or damaged chunks, and `palmc simulate --resume` re-runs their batches")
 
 
 @app.command()
@@ -241,6 +290,8 @@ def analyze(
             typer.echo(f"wrote {output}")
     except _user_errors() as err:
         _fail(str(err))
+    except _DATA_ERRORS as err:
+        _fail(_unreadable(store, err))
 
 
 @app.command()
@@ -268,6 +319,8 @@ def plot(
         path = save_dashboard(_open_store(store), output, queries_path=queries)
     except _user_errors() as err:
         _fail(str(err))
+    except _DATA_ERRORS as err:
+        _fail(_unreadable(store, err))
     typer.echo(f"wrote {path}")
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
 from palmc.runner import BatchResult, kernel_loaded, load_kernel, run_batch
+from palmc.schema.experiment import Compute
 from palmc.store.location import StoreLocation
 from palmc.store.writer import CHECKPOINT_DIR, now, prepare_store, update_attrs
 
@@ -31,6 +32,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SCHEDULER_ENV = "PALMC_SCHEDULER"
 LOCAL_PROCESSES_ENV = "PALMC_LOCAL_PROCESSES"
+
+
+class SchedulerError(Exception):
+    """The Dask scheduler given cannot be reached; the message names it and why."""
+
+
+DEFAULT_CONNECT_TIMEOUT: float = Compute.model_fields["connect_timeout"].default  # seconds
 
 
 @dataclass
@@ -79,7 +87,7 @@ def _progress_bar(total: int, enabled: bool):
 
 @contextmanager
 def _store_prepared_aside(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool, aside: bool,
-                          ) -> Iterator[Callable[[], None]]:
+                          lease: tuple[str, bytes] | None = None) -> Iterator[Callable[[], None]]:
     """Lay out the store (``prepare_store``) in a process forked from this one if ``aside``, while this one gets
     ready to run; yields the function that waits for it (and raises its error here). Leaving the block waits
     too, so no layout is left half-done behind an error.
@@ -90,13 +98,13 @@ def _store_prepared_aside(plan: Plan, store: StoreLocation, overwrite: bool, res
     ``aside``, the store is laid out here, when waited for.
     """
     if not (aside and can_fork()):
-        yield lambda: prepare_store(plan, store, overwrite, resume)
+        yield lambda: prepare_store(plan, store, overwrite, resume, lease=lease)
         return
     # Ctrl-C is this process's to handle: the layout (under a second) is finished, and the store marked as
     # interrupted, rather than a traceback printed from the forked process
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
                              initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        future = pool.submit(prepare_store, plan, store, overwrite, resume, os.getpid())
+        future = pool.submit(prepare_store, plan, store, overwrite, resume, os.getpid(), lease)
 
         def wait() -> None:
             try:
@@ -110,13 +118,16 @@ def _store_prepared_aside(plan: Plan, store: StoreLocation, overwrite: bool, res
 def execute(plan: Plan, store: StoreLocation, *, overwrite: bool, resume: bool,
             scheduler: "str | Client | object | None", workers: int, progress: bool, use_active: bool = False,
             load: Callable[[Plan], None] = load_kernel, say: Callable[[str], None] | None = None,
+            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, lease: tuple[str, bytes] | None = None,
             ) -> tuple[list[BatchResult], list[BatchFailure]]:
     """Lay out (or reopen) the store of ``plan``, then run every batch into it: on the cluster of ``scheduler``
     (a ``Client``, a cluster or an address), on the active client if ``use_active``, on a LocalCluster of
     ``workers`` processes, or here when there is a single batch or a single worker.
 
     ``load`` loads the compiled kernel into this process (unless the run goes to a cluster that is not this
-    process's, whose workers load it); ``say`` is told which cluster is used and where its dashboard is.
+    process's, whose workers load it); ``say`` is told which cluster is used and where its dashboard is. A
+    scheduler address is reached within ``connect_timeout`` seconds; ``lease`` (file name, content) is the
+    writer's lease, part of a new store from its first moment (``writer.create_store``).
     Returns the batches' results and the batches that failed for good; the store is marked interrupted if this
     is stopped.
     """
@@ -125,10 +136,11 @@ def execute(plan: Plan, store: StoreLocation, *, overwrite: bool, resume: bool,
     # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do)
     aside = store.shared and (use_cluster or not kernel_loaded(plan))
     here = scheduler is None and not use_active
-    with _store_prepared_aside(plan, store, overwrite, resume, aside) as store_ready:
+    with _store_prepared_aside(plan, store, overwrite, resume, aside, lease) as store_ready:
         if here:
             load(plan)
-        with cluster_client(plan, scheduler, workers, say, use_active) if use_cluster else nullcontext() as client:
+        with cluster_client(plan, scheduler, workers, say, use_active, connect_timeout) if use_cluster \
+                else nullcontext() as client:
             store_ready()
             return _run(plan, store, client, progress, say)
 
@@ -158,7 +170,10 @@ def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bo
                     results.append(batch_task(str(store), plan, batch, report=bar.update))
                     on_batch_done(batch)
     except BaseException:
-        update_attrs(store, status="interrupted", ended=now())
+        try:
+            update_attrs(store, status="interrupted", ended=now())
+        except OSError:  # e.g. the disk is full: the dead pid (or lease) still tells readers it is interrupted
+            pass
         raise
     return results, failures
 
@@ -223,6 +238,30 @@ def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
                             dashboard_address=":0", scheduler_kwargs={"dashboard": False}, preload=preload)
 
 
+def connect(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "Client":
+    """A client of the scheduler at ``scheduler``, connected within ``timeout`` seconds, else
+    :class:`SchedulerError` (a closed port, a listener that never answers, an unknown host)."""
+    import asyncio
+
+    from dask.distributed import Client
+    from distributed.comm import connect as open_comm
+
+    async def handshake() -> None:
+        # the Client itself can wait forever on a listener that never answers; Dask's handshake, bounded here,
+        # cannot
+        comm = await asyncio.wait_for(open_comm(scheduler, timeout=timeout), timeout)
+        await comm.close()
+
+    try:
+        asyncio.run(handshake())
+        return Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise SchedulerError(f"cannot connect to the Dask scheduler {scheduler} within {timeout:g} s "
+                             f"({type(err).__name__}: {err}); check the address (--scheduler, "
+                             f"${SCHEDULER_ENV} or compute.scheduler) and that the scheduler is running, or "
+                             "raise the timeout (--connect-timeout, compute.connect_timeout)") from None
+
+
 def active_client() -> "Client | None":
     """The Dask client that is active in this process (``distributed.default_client()``, e.g. one a notebook
     created), or None. Dask is not imported for this: without it, no client can be active."""
@@ -236,14 +275,20 @@ def active_client() -> "Client | None":
         return None
 
 
+def check_reachable(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+    """Raise :class:`SchedulerError` unless the scheduler at ``scheduler`` answers within ``timeout`` seconds."""
+    connect(scheduler, timeout).close()
+
+
 @contextmanager
 def cluster_client(plan: Plan, scheduler: "str | Client | object | None" = None, workers: int | None = None,
-                   say: Callable[[str], None] | None = None, use_active: bool = True) -> Iterator["Client"]:
+                   say: Callable[[str], None] | None = None, use_active: bool = True,
+                   timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Iterator["Client"]:
     """A client to run ``plan`` on: ``scheduler`` may be a ``Client`` (used as it is, left open), a cluster such
     as a ``LocalCluster`` or a dask-jobqueue cluster (anything with a ``scheduler_address``), or a scheduler
     address (``tcp://host:8786``, or ``$PALMC_SCHEDULER``). Without one, the active client of this process if there
     is one (a notebook's ``Client()``) and ``use_active``, else a new LocalCluster, closed on exit. ``say`` is told
-    which it is when it is not a new LocalCluster."""
+    which it is when it is not a new LocalCluster; an address is reached within ``timeout`` seconds (``connect``)."""
     from dask.distributed import Client
 
     say = say or (lambda message: None)
@@ -262,7 +307,7 @@ def cluster_client(plan: Plan, scheduler: "str | Client | object | None" = None,
         if not isinstance(address, str):
             raise TypeError(f"scheduler must be a Dask Client, a cluster or a scheduler address, got {scheduler!r}")
         say(f"using the Dask scheduler at {address}")
-        with Client(address) as client:
+        with connect(address, timeout) as client:
             yield client
         return
     cluster = start_local_cluster(plan, workers)
@@ -390,6 +435,10 @@ def run_on_cluster(client: "Client", plan: Plan, store: str, on_progress: Callab
             batch = futures[future]
             try:
                 results.append(future.result())
+            except OSError as err:
+                if err.errno is not None:  # the store cannot be written (a full disk...): no batch can go on
+                    raise
+                failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
             except Exception as err:  # noqa: BLE001 - any task error is reported per batch
                 failures.append(BatchFailure(batch, f"{type(err).__name__}: {err}"))
             if on_batch_done is not None:

@@ -25,6 +25,9 @@ from palmc.engine.variables import Variable, variables_for
 from palmc.schema.sweep import coordinate_names, label
 
 CHUNK_BYTES_PER_RUN = 2**20  # target size of one stored chunk of the largest variable
+STATE_ARRAYS_PER_WEIGHT = 16  # weights, their increments, filtered and previous copies, kernel scratch
+STATE_ARRAYS_PER_NEURON = 64  # voltages, rates, their lookaheads and filters, noise, inputs
+COORD_BYTES_PER_RECORD = 96  # time, step, epoch (8 bytes each), phase (a Python string) and their temporaries
 MAX_CHUNK_STEPS = 2_000_000  # a chunk spans at most this many steps: progress and checkpoints stay frequent
 RECORD_BUFFER_BYTES = 64 * 2**20  # a batch buffers at most this many bytes of records (one time chunk)
 
@@ -126,6 +129,8 @@ class Plan:
 
     @property
     def n_records(self) -> int:
+        if len({v.every for v in self.variants}) == 1:  # the longest variant's steps hold all others'
+            return max(v.n_records for v in self.variants)
         return len(self.record_steps)
 
     def coordinate_names(self, reserved: frozenset[str]) -> dict[str, str]:
@@ -182,8 +187,29 @@ class Plan:
         ]
 
     def estimated_store_bytes(self) -> int:
-        per_record = sum(int(np.prod(v.record_shape(self.layers))) for v in self.variables)
+        per_record = sum(math.prod(v.record_shape(self.layers)) for v in self.variables)
         return per_record * 8 * self.n_records * self.n_runs
+
+    def estimated_batch_bytes(self) -> int:
+        """Memory a worker needs for the largest batch (an estimate from the sizes alone, nothing allocated): the
+        engine's state (about STATE_ARRAYS_PER_WEIGHT arrays the size of the weights, STATE_ARRAYS_PER_NEURON the
+        size of the neurons), the input patterns, the recorder's chunk buffers, and copies of the largest
+        variable's chunk for writing it."""
+        layers = self.layers
+        weights = sum(layers[i] * layers[i - 1] for i in range(1, len(layers)))
+        neurons = sum(layers)
+        runs = max(b.n_runs for b in self.batches)
+        state = (STATE_ARRAYS_PER_WEIGHT * weights + STATE_ARRAYS_PER_NEURON * neurons) * 8 * runs
+        patterns = max(v.protocol.dataset_size for v in self.variants)  # input patterns, targets, orders
+        state += patterns * (layers[0] + layers[-1] + runs) * 8
+        chunk = sum(math.prod(v.record_shape(layers)) for v in self.variables) * 8 * self.chunk_records * runs
+        largest = max((math.prod(v.record_shape(layers)) for v in self.variables), default=0)
+        return state + chunk + 2 * largest * 8 * self.chunk_records * runs
+
+    def estimated_coordinator_bytes(self) -> int:
+        """Memory of the store's layout in the palmc process: its time coordinates (time, step, epoch, phase:
+        about COORD_BYTES_PER_RECORD per record)."""
+        return COORD_BYTES_PER_RECORD * self.n_records * max(1, len(self.variants) if self.has_variants else 1)
 
 
 def _structure(p: ModelParams) -> tuple:

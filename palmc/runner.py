@@ -16,6 +16,8 @@ import numpy as np
 
 from palmc.engine.tasks import Simulation, Teachers, evaluate
 from palmc.plan import BatchSpec, Plan
+from palmc.store.integrity import Manifest, written_keys
+from palmc.store.location import StoreLocation
 from palmc.store.recorder import ChunkRecorder
 from palmc.store.writer import ChunkWriter, load_checkpoint, save_checkpoint
 
@@ -108,8 +110,14 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
     records_done = 0
     resumed_from = 0
     payload = None
+    location = StoreLocation(store)
     if resume:
-        payload = load_checkpoint(store, batch)
+        try:
+            payload = load_checkpoint(store, batch)
+            if payload is not None:
+                Manifest.load(location, batch.label())  # readable, or the batch starts again
+        except (ValueError, KeyError, TypeError):
+            payload = None  # damaged checkpoint or manifest: the batch runs again from its start, deterministically
         if payload is not None:
             sim.restore(payload)
             records_done = int(payload["records_done"])
@@ -118,6 +126,7 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
                 on_progress(resumed_from * len(sim.runs))
     recorder = ChunkRecorder(sim, plan.variables, variant.every, plan.chunk_records)
     writer = ChunkWriter(store, plan, batch)
+    manifest = Manifest.load(location, batch.label()) if payload is not None else Manifest(location, batch.label())
     total, n_records = variant.protocol.total_steps, variant.n_records
     diverged: dict[int, int] = {}
     if payload is not None:
@@ -131,7 +140,9 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
         while evals_done < len(eval_steps) and eval_steps[evals_done] == sim.state.step:
             with np.errstate(all="ignore"):
                 results = evaluate(sim, lambda frozen, n, hook: advance(frozen, n, hook, plan.engine))
-            writer.write_evaluation(evals_done, results)
+            written = writer.write_evaluation(evals_done, results)
+            manifest.record([key for name, selection in written
+                             for key in written_keys(writer.eval_arrays[name], selection)])
             evals_done += 1
 
     evaluate_due()
@@ -148,7 +159,10 @@ def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = Fa
             diverged.setdefault(int(run), _first_bad_step(recorder, int(run), sim.state.step))
         steps, data = recorder.take()
         if steps and data:
-            writer.write(records_done, data)
+            written = writer.write(records_done, data)
+            manifest.record([key for name, selection in written
+                             for key in written_keys(writer.arrays[name], selection)])
+            manifest.save()  # before the checkpoint: a checkpoint never covers chunks the manifest lacks
         records_done += len(steps)
         payload = sim.checkpoint()
         payload["records_done"] = np.array(records_done)

@@ -334,9 +334,22 @@ def parse_query(spec: Query | dict[str, Any]) -> Query:
 
 def load_queries(path: str | Path) -> dict[str, Query]:
     """Read a YAML query file (``queries: {name: {...}}``) into named :class:`Query` objects."""
-    text = Path(path).read_text()
+    from palmc.schema.safe_yaml import UnsafeYAML, compose_bounded
+
     try:
-        data = yaml.safe_load(text)
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise QueryError(f"{path}: expected a YAML query file, got no such file") from None
+    except IsADirectoryError:
+        raise QueryError(f"{path}: expected a YAML query file, got a directory") from None
+    except UnicodeDecodeError as err:
+        raise QueryError(f"{path}: expected UTF-8 text, got undecodable bytes ({err.reason})") from None
+    except OSError as err:
+        raise QueryError(f"{path}: cannot read the query file: {err.strerror or err}") from None
+    try:
+        data = compose_bounded(yaml.SafeLoader, text)[1]
+    except UnsafeYAML as err:
+        raise QueryError(f"{path}: refused YAML: {err}") from None
     except yaml.YAMLError as err:
         raise QueryError(f"cannot parse {path} as YAML: {err}") from None
     if not isinstance(data, dict) or "queries" not in data:

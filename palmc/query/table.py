@@ -201,14 +201,25 @@ def save_results(results: Mapping[str, Result], out_path: str | Path) -> Path:
     """Compute and write the results; the format follows the suffix: ``.zarr``, ``.nc`` (netCDF) or ``.csv``."""
     path = Path(out_path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        to_frame(results).to_csv(path, index=False)
-    elif suffix == ".zarr":
-        _combine(results).to_zarr(path, mode="w", consolidated=False)
-    elif suffix == ".nc":
-        _combine(results).to_netcdf(path)
-    else:
+    if suffix not in (".csv", ".zarr", ".nc"):
         raise QueryError(f"cannot save results to {path.name!r}: use one of the suffixes .zarr, .nc, .csv")
+    if suffix == ".zarr":
+        # a variable's name is a folder of the Zarr store: '/' would nest it, and xarray refuses it
+        bad = [name for name in results if "/" in name or name.startswith(".")]
+        if bad:
+            raise QueryError(f"cannot save query {bad[0]!r} to {path}: a query written to .zarr needs a name "
+                             "without '/' and not starting with '.' (rename it, or write .nc or .csv)")
+        if path.exists() and not (path / "zarr.json").is_file():
+            raise QueryError(f"{path} exists and is not a Zarr store; refusing to replace it")
+    try:
+        if suffix == ".csv":
+            to_frame(results).to_csv(path, index=False)
+        elif suffix == ".zarr":
+            _combine(results).to_zarr(path, mode="w", consolidated=False)
+        else:
+            _combine(results).to_netcdf(path)
+    except OSError as err:
+        raise QueryError(f"cannot write {path}: {err.strerror or err}") from None
     return path
 
 

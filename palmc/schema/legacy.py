@@ -135,6 +135,9 @@ def read_legacy_params(path: str | Path) -> tuple[dict[str, Any], list[str]]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ExperimentError(source, [Problem("", None, f"cannot read the file: {error.strerror or error}")]) from None
+    except UnicodeDecodeError as error:
+        raise ExperimentError(source, [Problem("", None, "expected a params.json text file (UTF-8), got "
+                                               f"undecodable bytes ({error.reason})")]) from None
     try:
         params = json.loads(text, object_pairs_hook=keep_last)
     except json.JSONDecodeError as error:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from palmc.schema.experiment import Experiment, Location, describe_error, dotted_location, show_value
+from palmc.schema.safe_yaml import UnsafeYAML, compose_bounded
 from palmc.schema.yaml_dialect import ExperimentLoader, dump_yaml
 
 
@@ -107,14 +108,12 @@ def read_yaml(text: str, source: str = "<string>") -> tuple[Any, LineMap]:
     """Parse YAML text with :class:`ExperimentLoader`; return the data and the line of every key path.
 
     Raises :class:`ExperimentError` for malformed YAML or repeated keys."""
-    loader = ExperimentLoader(text)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        node, data = compose_bounded(ExperimentLoader, text)
+    except UnsafeYAML as error:
+        raise ExperimentError(source, [Problem("", error.line, f"refused YAML: {error}")]) from None
     except yaml.YAMLError as error:
         raise ExperimentError(source, [_yaml_error_problem(error)]) from None
-    finally:
-        loader.dispose()
     lines: LineMap = {}
     duplicates: list[Problem] = []
     if node is not None:

@@ -81,9 +81,16 @@ class StoreLocation:
             folder = os.path.dirname(target)
             os.makedirs(folder, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target), dir=folder)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            except BaseException:  # e.g. a full disk: no partial temp file is left behind
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
+                raise
         else:  # an object store replaces an object in one PUT
             self.fs.pipe_file(target, data)
 

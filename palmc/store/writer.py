@@ -16,6 +16,8 @@ import platform
 import shutil
 import socket
 import tempfile
+import zipfile
+import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -224,24 +226,31 @@ def template(plan: Plan) -> xr.Dataset:
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def create_store(plan: Plan, path: "str | Path | StoreLocation", overwrite: bool = False) -> None:
+def create_store(plan: Plan, path: "str | Path | StoreLocation", overwrite: bool = False,
+                 lease: tuple[str, bytes] | None = None) -> None:
     """Lay out a new store (metadata and coordinates only).
 
     An existing store is replaced only with ``overwrite``. A local store is built next to the old one and swapped
     in, so a failure leaves the old one untouched; a URL's old store is removed first (object stores cannot swap).
+    ``lease`` (file name, content) is the writer's lease (``palmc.store.lease``): the caller holds it and has
+    checked what may be replaced; it is part of the new store from its first moment.
     """
     location = StoreLocation(path)
-    refuse_existing(location, overwrite)
+    if lease is None:
+        refuse_existing(location, overwrite)
     try:
         with _new_store_at(location) as target:
             _write_template(plan, target)
+            if lease is not None:  # part of the new store from its first moment
+                StoreLocation(target).write_bytes(lease[1], lease[0])
     except OSError as err:
         raise StoreError(f"cannot write the store {location}: {err.strerror or err}") from err
 
 
-def prepare_store(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool, pid: int | None = None) -> None:
+def prepare_store(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool, pid: int | None = None,
+                  lease: tuple[str, bytes] | None = None) -> None:
     """Create the store, or check that an existing one can be resumed; ``pid`` (default: this process) is the
-    process recorded as running it."""
+    process recorded as running it, ``lease`` the writer's lease (``create_store``)."""
     pid = os.getpid() if pid is None else pid
     if resume and store.exists():
         try:
@@ -255,7 +264,7 @@ def prepare_store(plan: Plan, store: StoreLocation, overwrite: bool, resume: boo
             )
         update_attrs(store, status="running", pid=pid, host=socket.gethostname(), resumed=now())
         return
-    create_store(plan, store, overwrite=overwrite)
+    create_store(plan, store, overwrite=overwrite, lease=lease)
     update_attrs(store, pid=pid)
 
 
@@ -300,8 +309,14 @@ def _new_store_at(location: StoreLocation) -> Iterator[str]:
     try:
         yield str(staging / "store.zarr")
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging / "store.zarr", path)
+            # moved aside (not deleted) first: the path is free for the shortest time, and only this rename
+            # and the next touch it
+            os.rename(path, staging / "replaced")
+        try:
+            os.rename(staging / "store.zarr", path)
+        except OSError as err:  # another process created the path in between
+            raise StoreError(f"{path} was created by another process while this one laid out the store; this "
+                             f"run stops ({err.strerror or err})") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -326,30 +341,41 @@ class ChunkWriter:
         self.eval_arrays = ({name: group[name] for name in EVALUATION_VARIABLES} if len(plan.eval_epochs) else {})
         self.eval_positions = plan.eval_positions(plan.batch_variant(batch))
 
-    def write(self, first_record: int, data: dict[str, np.ndarray]) -> None:
+    def write(self, first_record: int, data: dict[str, np.ndarray]) -> list[tuple[str, tuple]]:
         """Write the batch's records ``first_record ..`` (name -> (n, *record_shape, R), runs in the order of
-        ``Plan.runs``)."""
+        ``Plan.runs``); returns (variable, selection) of each write, from which ``integrity.written_keys`` finds
+        the keys."""
+        written: list[tuple[str, tuple]] = []
         for name, block in data.items():
             n = block.shape[0]
             block = block.reshape(*block.shape[:-1], *self.run_shape)
             middle = (slice(None),) * (block.ndim - 1 - len(self.run_region))
             where = self.positions[first_record:first_record + n]
             if n and where[-1] - where[0] == n - 1:  # contiguous: a plain region write
-                self.arrays[name][(slice(where[0], where[0] + n), *middle, *self.run_region)] = block
+                selection = (slice(where[0], where[0] + n), *middle, *self.run_region)
+                self.arrays[name][selection] = block
             elif n:  # scattered along time: this batch's own region of the span, read, filled in and written back
                 # (Zarr 3.1's orthogonal writes into sharded arrays fail)
-                span = (slice(where[0], where[-1] + 1), *middle, *self.run_region)
-                region = self.arrays[name][span]
+                selection = (slice(where[0], where[-1] + 1), *middle, *self.run_region)
+                region = self.arrays[name][selection]
                 region[where - where[0]] = block
-                self.arrays[name][span] = region
+                self.arrays[name][selection] = region
+            else:
+                continue
+            written.append((name, selection))
+        return written
 
-    def write_evaluation(self, index: int, results: dict[str, np.ndarray]) -> None:
+    def write_evaluation(self, index: int, results: dict[str, np.ndarray]) -> list[tuple[str, tuple]]:
         """Write the batch's results of its ``index``-th evaluation (name -> (R,), runs in the order of
-        ``Plan.runs``)."""
+        ``Plan.runs``); returns (variable, selection) of each write, as ``write``."""
         where = int(self.eval_positions[index])
+        written: list[tuple[str, tuple]] = []
         for name, values in results.items():
             block = np.asarray(values, dtype=np.float64).reshape(1, *self.run_shape)
-            self.eval_arrays[name][(slice(where, where + 1), *self.run_region)] = block
+            selection = (slice(where, where + 1), *self.run_region)
+            self.eval_arrays[name][selection] = block
+            written.append((name, selection))
+        return written
 
 
 def write_run_status(path: "str | Path | StoreLocation", status: np.ndarray, diverged_step: np.ndarray) -> None:
@@ -383,8 +409,18 @@ def save_checkpoint(path: "str | Path | StoreLocation", batch: BatchSpec, payloa
 
 
 def load_checkpoint(path: "str | Path | StoreLocation", batch: BatchSpec) -> dict[str, np.ndarray] | None:
+    """The batch's checkpoint, or None if it has none; :class:`ValueError` if it is damaged."""
     data = StoreLocation(path).read_bytes(CHECKPOINT_DIR, checkpoint_name(batch))
     if data is None:
         return None
-    with np.load(io.BytesIO(data), allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
+    return load_checkpoint_bytes(data)
+
+
+def load_checkpoint_bytes(data: bytes) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint file's bytes (all read, so that each is CRC-checked); :class:`ValueError`
+    names what is wrong when the file is damaged (truncated, altered)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, zlib.error) as err:
+        raise ValueError(f"{type(err).__name__}: {err}") from None
