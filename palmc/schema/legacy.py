@@ -142,6 +142,9 @@ def read_legacy_params(path: str | Path) -> tuple[dict[str, Any], list[str]]:
         params = json.loads(text, object_pairs_hook=keep_last)
     except json.JSONDecodeError as error:
         raise ExperimentError(source, [Problem("", error.lineno, f"malformed JSON: {error.msg}")]) from None
+    except RecursionError:
+        raise ExperimentError(source, [Problem("", None, "expected a JSON object of parameters, got nesting too "
+                                               "deep to read")]) from None
     if not isinstance(params, dict):
         raise ExperimentError(source, [Problem("", None, "expected a JSON object of parameters")])
     return params, notes
