@@ -527,7 +527,7 @@ def angle_dWPP_BP(ds: xr.Dataset, forward: str = "ann") -> xr.DataArray:
 def mse(ds: xr.Dataset) -> xr.DataArray:
     """The recorded squared output error MSE = sum_i (ŭ^P_{L,i} - target_i)^2 (a sum over the output units).
 
-    Kept as recorded (the reference's "MSE" is a sum, not a mean; see ``mse_mean``). NaN during settling; fw_bw only.
+    Kept as recorded (the reference's "MSE" is a sum, not a mean; see ``mse_mean``). NaN during settling; fw_bw and supervised only.
     """
     return ds["MSE"]
 
@@ -543,7 +543,7 @@ def mse_mean(ds: xr.Dataset) -> xr.DataArray:
 def error(ds: xr.Dataset) -> xr.DataArray:
     """The recorded output error e = ŭ^P_L - target, per output unit (dim ``neuron``).
 
-    NaN during settling; fw_bw only.
+    NaN during settling; fw_bw and supervised only.
     """
     return ds["error"]
 

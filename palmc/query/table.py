@@ -215,7 +215,10 @@ def save_results(results: Mapping[str, Result], out_path: str | Path) -> Path:
         if suffix == ".csv":
             to_frame(results).to_csv(path, index=False)
         elif suffix == ".zarr":
-            _combine(results).to_zarr(path, mode="w", consolidated=False)
+            combined = _combine(results)
+            for variable in combined.variables.values():
+                variable.encoding = {}  # the source store's chunks and shards do not fit the results' shapes
+            combined.to_zarr(path, mode="w", consolidated=False)
         else:
             _combine(results).to_netcdf(path)
     except OSError as err:
