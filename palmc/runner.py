@@ -44,19 +44,19 @@ def _diverged_runs(sim: Simulation) -> np.ndarray:
 def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str) -> None:
     """Advance ``sim`` by ``n_steps`` with the chosen engine, recording as it goes."""
     if engine == "compiled":
-        from palmc.engine import kernel
+        from palmc.engine.compiled import driver
 
-        if kernel.supports(sim):
-            kernel.advance(sim, n_steps, recorder)
+        if driver.supports(sim):
+            driver.advance(sim, n_steps, recorder)
             return
     sim.advance(n_steps, on_step=recorder)
 
 
 def kernel_layouts(plan: Plan) -> set[str]:
-    """The compiled kernel layouts (``kernel.layout_for``) that the batches of ``plan`` will use."""
-    from palmc.engine import kernel
+    """The compiled kernel layouts (``driver.layout_for``) that the batches of ``plan`` will use."""
+    from palmc.engine.compiled import driver
 
-    return {kernel.layout_for_layers(params.layers) for variant in plan.variants
+    return {driver.layout_for_layers(params.layers) for variant in plan.variants
             for params in variant.model_params.values()}
 
 
@@ -64,16 +64,16 @@ def kernel_loaded(plan: Plan) -> bool:
     """Whether nothing is left to load for ``plan`` in this process (always so with the NumPy engine)."""
     if plan.engine != "compiled":
         return True
-    kernel = sys.modules.get("palmc.engine.kernel")  # not imported (numba neither, ~0.3 s): not loaded
-    return kernel is not None and kernel.loaded(kernel_layouts(plan))
+    driver = sys.modules.get("palmc.engine.compiled.driver")  # not imported (numba neither): not loaded
+    return driver is not None and driver.loaded(kernel_layouts(plan))
 
 
 def load_kernel(plan: Plan) -> None:
-    """Load the compiled kernel that the batches of ``plan`` will use into this process (see ``kernel.load``)."""
+    """Load the compiled kernel that the batches of ``plan`` will use into this process (see ``driver.load``)."""
     if not kernel_loaded(plan):
-        from palmc.engine import kernel
+        from palmc.engine.compiled import driver
 
-        kernel.load(kernel_layouts(plan))
+        driver.load(kernel_layouts(plan))
 
 
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,
