@@ -1,7 +1,7 @@
 """The compiled kernel against the NumPy engine (the specification), option by option.
 
 Each case builds the same small batch three times: one is advanced by ``Simulation.advance`` with two recorders
-(every step and every third step), the others by ``kernel.advance`` with one recorder each. Final states, records,
+(every step and every third step), the others by ``driver.advance`` with one recorder each. Final states, records,
 generators, presentation orders and current inputs must agree (rtol 1e-9; in practice ~1e-12, the only
 difference being the summation order of the mat-vecs).
 """
@@ -295,6 +295,30 @@ def test_plain_callable_recorder_sees_every_field(layout: str) -> None:
             np.testing.assert_allclose(b[name], a[name], rtol=RTOL, atol=ATOL, err_msg=name)
 
 
+class _FieldsReader(_StateCopier):
+    """A recorder that says which state fields it reads (``fields_read``, the recorder protocol of the driver)."""
+
+    fields_read = ("vbas", "BPP")
+
+    def __call__(self, sim: Simulation) -> None:
+        self.seen.append({name: [np.array(v, copy=True) for v in getattr(sim.state, name)] for name in self.fields_read})
+
+
+def test_recorder_that_says_what_it_reads_is_shown_those_fields(layout: str) -> None:
+    """The driver shows a recorder with ``fields_read`` exactly those fields (no need to know the store's
+    variables), as the NumPy engine has them."""
+    ref, sim = (make_sim(make_params("PAL")) for _ in range(2))
+    rec_ref, rec = _FieldsReader(), _FieldsReader()
+    ref.advance(ref.protocol.total_steps, on_step=lambda s: rec_ref(s) if s.state.step % rec_ref.every == 0 else None)
+    assert driver.recorded_fields(rec) == ("vbas", "BPP")
+    driver.advance(sim, sim.protocol.total_steps, rec, layout=layout)
+    assert len(rec.seen) == len(rec_ref.seen) > 0
+    for a, b in zip(rec_ref.seen, rec.seen):
+        for name in rec.fields_read:
+            for x, y in zip(a[name], b[name]):
+                np.testing.assert_allclose(y, x, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
 def test_threads_run_batches_independently(layout: str) -> None:
     """The kernel releases the GIL: batches advanced in two threads at once still match the NumPy engine."""
     builds = [lambda: make_sim(make_params("PAL", noise_mode="vapi"), seeds=(1, 2, 3)),
@@ -349,7 +373,7 @@ def test_exp_matches_libm() -> None:
 
 
 def test_load_makes_the_kernel_ready(layout: str) -> None:
-    """``kernel.load`` (called before a run, or as workers start) leaves the kernel compiled for the batches' types."""
+    """``driver.load`` (called before a run, or as workers start) leaves the kernel compiled for the batches' types."""
     seconds = driver.load([layout])
     segment = neurons.advance_segment if layout == "neurons" else lanes.advance_segment
     assert seconds >= 0.0 and segment.signatures and driver.loaded([layout])

@@ -141,7 +141,7 @@ def advance(sim: Simulation, n_steps: int, recorder: Recorder | None = None,
     proto = sim.protocol
     S, N, Tp, dt = proto.settling_steps, proto.steps_per_epoch, proto.steps_per_presentation, float(sim.params.dt)
     # The generators are copied in once and back only when they are about to be used in Python (the shuffle
-    # of an epoch start) or at the end, and only if the kernel drew from them (copies cost ~50 us per run).
+    # of an epoch start) or at the end, and only if the kernel drew from them (each copy costs time per run).
     packed.load_rngs(sim.rngs)
     drawn = False
     while k < end:

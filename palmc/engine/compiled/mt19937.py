@@ -43,7 +43,7 @@ def _refill(mt_key: np.ndarray, mt_out: np.ndarray, r: int) -> None:
     """mt19937_gen: regenerate the 624 words in place, then temper them.
 
     The words are stored as uint32 (computed in wider integers, truncated on store), which lets the compiler
-    use eight of them per AVX2 operation: twice as fast as int64 storage.
+    use eight of them per AVX2 operation (docs/performance.md).
     """
     key = mt_key[r]
     for i in range(227):

@@ -98,44 +98,30 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
 
             # ---- step 1: lookahead u-breve = u_old + taur tau (u - u_old) / dt and rates phi(u-breve),
             # keeping the old rates; then the new input
-            for i in range(L):
-                n, taur_tau_P, code = n4[i + U1], lp[r, LP_TAUR_TAU_P, i], acts[i]
-                ok = True
-                for a in range(U0, n, U4):
-                    a1, a2, a3 = a + U1, a + U2, a + U3
-                    o0, o1, o2, o3 = uP_old[r, i, a], uP_old[r, i, a1], uP_old[r, i, a2], uP_old[r, i, a3]
-                    u0, u1, u2, u3 = uP[r, i, a], uP[r, i, a1], uP[r, i, a2], uP[r, i, a3]
-                    q0, q1, q2, q3 = rP[r, i, a], rP[r, i, a1], rP[r, i, a2], rP[r, i, a3]
-                    b0, b1 = eq.lookahead_voltage(o0, u0, taur_tau_P, dt), eq.lookahead_voltage(o1, u1, taur_tau_P, dt)
-                    b2, b3 = eq.lookahead_voltage(o2, u2, taur_tau_P, dt), eq.lookahead_voltage(o3, u3, taur_tau_P, dt)
-                    p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
-                    ok &= ok4
-                    rP_old[i, a], rP_old[i, a1], rP_old[i, a2], rP_old[i, a3] = q0, q1, q2, q3
-                    uP_breve[r, i, a], uP_breve[r, i, a1], uP_breve[r, i, a2], uP_breve[r, i, a3] = b0, b1, b2, b3
-                    uP_old[r, i, a], uP_old[r, i, a1], uP_old[r, i, a2], uP_old[r, i, a3] = u0, u1, u2, u3
-                    rP[r, i, a], rP[r, i, a1], rP[r, i, a2], rP[r, i, a3] = p0, p1, p2, p3
-                if not ok:
-                    for a in range(n):
-                        rP[r, i, a] = phi(code, uP_breve[r, i, a])
-            for i in range(H):
-                n, code = n4[i + U2], acts[i + U1]
-                ok = True
-                for a in range(U0, n, U4):
-                    a1, a2, a3 = a + U1, a + U2, a + U3
-                    o0, o1, o2, o3 = uI_old[r, i, a], uI_old[r, i, a1], uI_old[r, i, a2], uI_old[r, i, a3]
-                    u0, u1, u2, u3 = uI[r, i, a], uI[r, i, a1], uI[r, i, a2], uI[r, i, a3]
-                    q0, q1, q2, q3 = rI[r, i, a], rI[r, i, a1], rI[r, i, a2], rI[r, i, a3]
-                    b0, b1 = eq.lookahead_voltage(o0, u0, taur_tau_I, dt), eq.lookahead_voltage(o1, u1, taur_tau_I, dt)
-                    b2, b3 = eq.lookahead_voltage(o2, u2, taur_tau_I, dt), eq.lookahead_voltage(o3, u3, taur_tau_I, dt)
-                    p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
-                    ok &= ok4
-                    rI_old[i, a], rI_old[i, a1], rI_old[i, a2], rI_old[i, a3] = q0, q1, q2, q3
-                    uI_breve[r, i, a], uI_breve[r, i, a1], uI_breve[r, i, a2], uI_breve[r, i, a3] = b0, b1, b2, b3
-                    uI_old[r, i, a], uI_old[r, i, a1], uI_old[r, i, a2], uI_old[r, i, a3] = u0, u1, u2, u3
-                    rI[r, i, a], rI[r, i, a1], rI[r, i, a2], rI[r, i, a3] = p0, p1, p2, p3
-                if not ok:
-                    for a in range(n):
-                        rI[r, i, a] = phi(code, uI_breve[r, i, a])
+            for population in range(U2):  # the pyramidal layers, then the interneurons: the same equations
+                pyramidal = population == U0
+                u, u_old, u_breve, rate, rate_old = ((uP, uP_old, uP_breve, rP, rP_old) if pyramidal
+                                                     else (uI, uI_old, uI_breve, rI, rI_old))
+                for i in range(L if pyramidal else H):
+                    n, code = (n4[i + U1], acts[i]) if pyramidal else (n4[i + U2], acts[i + U1])
+                    taur_tau = lp[r, LP_TAUR_TAU_P, i] if pyramidal else taur_tau_I
+                    ok = True
+                    for a in range(U0, n, U4):
+                        a1, a2, a3 = a + U1, a + U2, a + U3
+                        o0, o1, o2, o3 = u_old[r, i, a], u_old[r, i, a1], u_old[r, i, a2], u_old[r, i, a3]
+                        u0, u1, u2, u3 = u[r, i, a], u[r, i, a1], u[r, i, a2], u[r, i, a3]
+                        q0, q1, q2, q3 = rate[r, i, a], rate[r, i, a1], rate[r, i, a2], rate[r, i, a3]
+                        b0, b1 = eq.lookahead_voltage(o0, u0, taur_tau, dt), eq.lookahead_voltage(o1, u1, taur_tau, dt)
+                        b2, b3 = eq.lookahead_voltage(o2, u2, taur_tau, dt), eq.lookahead_voltage(o3, u3, taur_tau, dt)
+                        p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
+                        ok &= ok4
+                        rate_old[i, a], rate_old[i, a1], rate_old[i, a2], rate_old[i, a3] = q0, q1, q2, q3
+                        u_breve[r, i, a], u_breve[r, i, a1], u_breve[r, i, a2], u_breve[r, i, a3] = b0, b1, b2, b3
+                        u_old[r, i, a], u_old[r, i, a1], u_old[r, i, a2], u_old[r, i, a3] = u0, u1, u2, u3
+                        rate[r, i, a], rate[r, i, a1], rate[r, i, a2], rate[r, i, a3] = p0, p1, p2, p3
+                    if not ok:
+                        for a in range(n):
+                            rate[r, i, a] = phi(code, u_breve[r, i, a])
             for b in range(n_in):
                 r0_old[b] = r0[r, b]
                 r0[r, b] = patterns[r, smp, b]
