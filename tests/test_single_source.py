@@ -6,10 +6,13 @@ process (``PYTHONPATH`` on the copy, numba's cache in the temporary directory).
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +121,25 @@ def test_the_compiled_cache_follows_an_edit_of_equations(tmp_path: Path) -> None
     _edit(copy / "palmc" / "engine" / "equations.py", "    return 1.0 / (1.0 + exp_minus_x)\n",
           "    return 2.0 / (1.0 + exp_minus_x)\n")
     assert _run(LOGISTIC, copy, cache).split() == ["1.0", "1.0"]
+
+
+# conductance ratios, dt * eta, dt * alpha * eta, dt / tau, 1 / tau_xi, sqrt(dt tau_xi): BatchParams' derived constants
+DERIVED = re.compile(r"(gbas|gden)\s*/\s*\(|\bdt\s*\*\s*[\w.\[\]]*(eta|alpha)|\b1\s*/\s*[\w.\[\]]*tauxi|sqrt\(\s*dt\s*\*"
+                     r"|\bdt\s*/\s*[\w.\[\]]*tau(LO|HP)")
+
+
+def _code_only(path: Path) -> str:
+    """The source of ``path`` without its comments and strings (docstrings say what the constants are)."""
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+    return " ".join(t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.STRING))
+
+
+def test_derived_constants_are_computed_once_in_batch_params() -> None:
+    """The NumPy step, the noise, the feedback rules and the kernels' tables read BatchParams' derived constants;
+    none of them derives one again."""
+    engine = PACKAGE / "engine"
+    assert DERIVED.search(_code_only(engine / "state.py"))  # the pattern finds them where they are
+    for path in sorted(engine.rglob("*.py")):
+        if path.name != "state.py":
+            match = DERIVED.search(_code_only(path))
+            assert match is None, f"{path.relative_to(PACKAGE)} derives {match.group(0)!r} again"

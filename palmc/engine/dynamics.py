@@ -11,7 +11,9 @@ Per step k (all runs at once):
                 dW^IP_l = dt eta_IP (r-breve^I_l - phi(g_den/(g_l+g_den) v^den_l)) r-breve_{l-1}^T,
                 dB^PI_l = -dt eta_PI v^api_l (r-breve^I_{l+1})^T,  and B^PP by the model (feedback.py);
   5. apply the increments allowed by the phase, record, then (PAL) advance the high-pass filter of the rates.
-Operations are written in the reference's order so that results agree with it to the last bits.
+The equations themselves are the functions of equations.py (shared with the compiled engine), applied here
+elementwise to the arrays of all runs; operations keep the reference's order, so results agree with it to the
+last bits.
 """
 
 from __future__ import annotations

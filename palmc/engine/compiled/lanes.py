@@ -98,7 +98,6 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
     xb, y, white = np.zeros((Wd, LANES)), np.zeros((Wd, LANES)), np.zeros(Wd)  # mat-vec input, output; draws
     slope = np.zeros((nL, Wd, LANES))  # phi' for the varphi regularizer; the output row stays 0 (feedback.py)
     smp = np.zeros(LANES, dtype=np.uint64)  # the pattern each lane sees
-    taur_tau = np.zeros((nL + nH, LANES))
     redraw, skip_wip = np.zeros(nH, dtype=np.bool_), np.zeros(nH, dtype=np.bool_)
     gbuf = np.zeros(nL * Wd + 2)  # the normals of one step of one run
     pairs = np.zeros((4, nL * Wd))  # scratch of _normals
@@ -111,11 +110,6 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
         use_act, hi_pass = fl[g, FL_USE_ACT, U0] != 0, fl[g, FL_HI_PASS, U0] != 0
         r_lp, post_lp, inter_lp = fl[g, FL_R_LP, U0] != 0, fl[g, FL_POST_LP, U0] != 0, fl[g, FL_INTER_LP, U0] != 0
         regularizer = fl[g, FL_REGULARIZER, U0]
-        for l in range(ULANES):  # taur tau_eff of the lookahead: pyramidal layers, then interneuron layers
-            for i in range(L):
-                taur_tau[i, l] = lp[g, LP_TAUR_TAU_P, i, l]
-            for i in range(H):
-                taur_tau[L + i, l] = rp[g, RP_TAUR_TAU_I, l]
         pattern, shown = within // Tp, within % Tp  # place in the sequence: pattern and steps it was shown
 
         for j in range(n_steps):
@@ -126,30 +120,44 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
 
             # ---- step 1: lookahead u-breve = u_old + taur tau (u - u_old) / dt and rates phi(u-breve),
             # keeping the old rates; then the new input
-            for population in range(U2):  # the pyramidal layers, then the interneurons: the same equations
-                pyramidal = population == U0
-                u_now, u_old, u_breve, rate, rate_old = ((uP, uP_old, uP_breve, rP, rP_old) if pyramidal
-                                                         else (uI, uI_old, uI_breve, rI, rI_old))
-                for i in range(L if pyramidal else H):
-                    n, code = (layers[i + U1], acts[i]) if pyramidal else (layers[i + U2], acts[i + U1])
-                    row = i if pyramidal else L + i
+            for i in range(L):
+                n, code = layers[i + U1], acts[i]
+                for a in range(n):
+                    for l in range(ULANES):
+                        o, u = uP_old[g, i, a, l], uP[g, i, a, l]
+                        rP_old[i, a, l] = rP[g, i, a, l]
+                        uP_breve[g, i, a, l] = eq.lookahead_voltage(o, u, lp[g, LP_TAUR_TAU_P, i, l], dt)
+                        uP_old[g, i, a, l] = u
+                ok = code == LOGISTIC
+                if ok:
                     for a in range(n):
                         for l in range(ULANES):
-                            o, u = u_old[g, i, a, l], u_now[g, i, a, l]
-                            rate_old[i, a, l] = rate[g, i, a, l]
-                            u_breve[g, i, a, l] = eq.lookahead_voltage(o, u, taur_tau[row, l], dt)
-                            u_old[g, i, a, l] = u
-                    ok = code == LOGISTIC
-                    if ok:
-                        for a in range(n):
-                            for l in range(ULANES):
-                                value, fast = logistic_fast(u_breve[g, i, a, l])
-                                rate[g, i, a, l] = value
-                                ok &= fast
-                    if not ok:  # another activation, or exp outside the fast range: libm
-                        for a in range(n):
-                            for l in range(ULANES):
-                                rate[g, i, a, l] = phi(code, u_breve[g, i, a, l])
+                            value, fast = logistic_fast(uP_breve[g, i, a, l])
+                            rP[g, i, a, l] = value
+                            ok &= fast
+                if not ok:  # another activation, or exp outside the fast range: libm
+                    for a in range(n):
+                        for l in range(ULANES):
+                            rP[g, i, a, l] = phi(code, uP_breve[g, i, a, l])
+            for i in range(H):
+                n, code = layers[i + U2], acts[i + U1]
+                for a in range(n):
+                    for l in range(ULANES):
+                        o, u = uI_old[g, i, a, l], uI[g, i, a, l]
+                        rI_old[i, a, l] = rI[g, i, a, l]
+                        uI_breve[g, i, a, l] = eq.lookahead_voltage(o, u, rp[g, RP_TAUR_TAU_I, l], dt)
+                        uI_old[g, i, a, l] = u
+                ok = code == LOGISTIC
+                if ok:
+                    for a in range(n):
+                        for l in range(ULANES):
+                            value, fast = logistic_fast(uI_breve[g, i, a, l])
+                            rI[g, i, a, l] = value
+                            ok &= fast
+                if not ok:  # another activation, or exp outside the fast range: libm
+                    for a in range(n):
+                        for l in range(ULANES):
+                            rI[g, i, a, l] = phi(code, uI_breve[g, i, a, l])
             for b in range(n_in):
                 for l in range(ULANES):
                     r0_old[b, l] = r0[g, b, l]
@@ -316,13 +324,12 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                         t1 += BPI[g, i, a, b, U1] * rI[g, i, b, U1]
                         t2 += BPI[g, i, a, b, U2] * rI[g, i, b, U2]
                         t3 += BPI[g, i, a, b, U3] * rI[g, i, b, U3]
-                    y[a, U0], y[a, U1], y[a, U2], y[a, U3] = s0, s1, s2, s3
-                    xb[a, U0], xb[a, U1], xb[a, U2], xb[a, U3] = t0, t1, t2, t3
-                for a in range(n):  # top-down (y) and lateral (xb) parts, then the noise the soma sees
+                    y[a, U0], y[a, U1] = eq.apical_potential(s0, t0), eq.apical_potential(s1, t1)
+                    y[a, U2], y[a, U3] = eq.apical_potential(s2, t2), eq.apical_potential(s3, t3)
+                for a in range(n):
                     for l in range(ULANES):
-                        v = eq.apical_potential(y[a, l], xb[a, l])
-                        vapi[g, i, a, l] = v
-                        vapi_noise[g, i, a, l] = eq.with_apical_noise(v, noise[g, i, a, l])
+                        vapi[g, i, a, l] = y[a, l]
+                        vapi_noise[g, i, a, l] = eq.with_apical_noise(y[a, l], noise[g, i, a, l])
 
             # ---- step 3a: PAL noise (noise.draw_noise), run by run. Which layers redraw (xi all zero, or the
             # counter shared by all layers hits the period) does not depend on the draws, so it is settled first

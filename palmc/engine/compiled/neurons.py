@@ -98,30 +98,45 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
 
             # ---- step 1: lookahead u-breve = u_old + taur tau (u - u_old) / dt and rates phi(u-breve),
             # keeping the old rates; then the new input
-            for population in range(U2):  # the pyramidal layers, then the interneurons: the same equations
-                pyramidal = population == U0
-                u, u_old, u_breve, rate, rate_old = ((uP, uP_old, uP_breve, rP, rP_old) if pyramidal
-                                                     else (uI, uI_old, uI_breve, rI, rI_old))
-                for i in range(L if pyramidal else H):
-                    n, code = (n4[i + U1], acts[i]) if pyramidal else (n4[i + U2], acts[i + U1])
-                    taur_tau = lp[r, LP_TAUR_TAU_P, i] if pyramidal else taur_tau_I
-                    ok = True
-                    for a in range(U0, n, U4):
-                        a1, a2, a3 = a + U1, a + U2, a + U3
-                        o0, o1, o2, o3 = u_old[r, i, a], u_old[r, i, a1], u_old[r, i, a2], u_old[r, i, a3]
-                        u0, u1, u2, u3 = u[r, i, a], u[r, i, a1], u[r, i, a2], u[r, i, a3]
-                        q0, q1, q2, q3 = rate[r, i, a], rate[r, i, a1], rate[r, i, a2], rate[r, i, a3]
-                        b0, b1 = eq.lookahead_voltage(o0, u0, taur_tau, dt), eq.lookahead_voltage(o1, u1, taur_tau, dt)
-                        b2, b3 = eq.lookahead_voltage(o2, u2, taur_tau, dt), eq.lookahead_voltage(o3, u3, taur_tau, dt)
-                        p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
-                        ok &= ok4
-                        rate_old[i, a], rate_old[i, a1], rate_old[i, a2], rate_old[i, a3] = q0, q1, q2, q3
-                        u_breve[r, i, a], u_breve[r, i, a1], u_breve[r, i, a2], u_breve[r, i, a3] = b0, b1, b2, b3
-                        u_old[r, i, a], u_old[r, i, a1], u_old[r, i, a2], u_old[r, i, a3] = u0, u1, u2, u3
-                        rate[r, i, a], rate[r, i, a1], rate[r, i, a2], rate[r, i, a3] = p0, p1, p2, p3
-                    if not ok:
-                        for a in range(n):
-                            rate[r, i, a] = phi(code, u_breve[r, i, a])
+            for i in range(L):
+                n, code = n4[i + U1], acts[i]
+                taur_tau_P = lp[r, LP_TAUR_TAU_P, i]
+                ok = True
+                for a in range(U0, n, U4):
+                    a1, a2, a3 = a + U1, a + U2, a + U3
+                    o0, o1, o2, o3 = uP_old[r, i, a], uP_old[r, i, a1], uP_old[r, i, a2], uP_old[r, i, a3]
+                    u0, u1, u2, u3 = uP[r, i, a], uP[r, i, a1], uP[r, i, a2], uP[r, i, a3]
+                    q0, q1, q2, q3 = rP[r, i, a], rP[r, i, a1], rP[r, i, a2], rP[r, i, a3]
+                    b0, b1 = eq.lookahead_voltage(o0, u0, taur_tau_P, dt), eq.lookahead_voltage(o1, u1, taur_tau_P, dt)
+                    b2, b3 = eq.lookahead_voltage(o2, u2, taur_tau_P, dt), eq.lookahead_voltage(o3, u3, taur_tau_P, dt)
+                    p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
+                    ok &= ok4
+                    rP_old[i, a], rP_old[i, a1], rP_old[i, a2], rP_old[i, a3] = q0, q1, q2, q3
+                    uP_breve[r, i, a], uP_breve[r, i, a1], uP_breve[r, i, a2], uP_breve[r, i, a3] = b0, b1, b2, b3
+                    uP_old[r, i, a], uP_old[r, i, a1], uP_old[r, i, a2], uP_old[r, i, a3] = u0, u1, u2, u3
+                    rP[r, i, a], rP[r, i, a1], rP[r, i, a2], rP[r, i, a3] = p0, p1, p2, p3
+                if not ok:
+                    for a in range(n):
+                        rP[r, i, a] = phi(code, uP_breve[r, i, a])
+            for i in range(H):
+                n, code = n4[i + U2], acts[i + U1]
+                ok = True
+                for a in range(U0, n, U4):
+                    a1, a2, a3 = a + U1, a + U2, a + U3
+                    o0, o1, o2, o3 = uI_old[r, i, a], uI_old[r, i, a1], uI_old[r, i, a2], uI_old[r, i, a3]
+                    u0, u1, u2, u3 = uI[r, i, a], uI[r, i, a1], uI[r, i, a2], uI[r, i, a3]
+                    q0, q1, q2, q3 = rI[r, i, a], rI[r, i, a1], rI[r, i, a2], rI[r, i, a3]
+                    b0, b1 = eq.lookahead_voltage(o0, u0, taur_tau_I, dt), eq.lookahead_voltage(o1, u1, taur_tau_I, dt)
+                    b2, b3 = eq.lookahead_voltage(o2, u2, taur_tau_I, dt), eq.lookahead_voltage(o3, u3, taur_tau_I, dt)
+                    p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
+                    ok &= ok4
+                    rI_old[i, a], rI_old[i, a1], rI_old[i, a2], rI_old[i, a3] = q0, q1, q2, q3
+                    uI_breve[r, i, a], uI_breve[r, i, a1], uI_breve[r, i, a2], uI_breve[r, i, a3] = b0, b1, b2, b3
+                    uI_old[r, i, a], uI_old[r, i, a1], uI_old[r, i, a2], uI_old[r, i, a3] = u0, u1, u2, u3
+                    rI[r, i, a], rI[r, i, a1], rI[r, i, a2], rI[r, i, a3] = p0, p1, p2, p3
+                if not ok:
+                    for a in range(n):
+                        rI[r, i, a] = phi(code, uI_breve[r, i, a])
             for b in range(n_in):
                 r0_old[b] = r0[r, b]
                 r0[r, b] = patterns[r, smp, b]
@@ -288,10 +303,12 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                         t5 += BPI[r, i, b, a + U5] * xc
                         t6 += BPI[r, i, b, a + U6] * xc
                         t7 += BPI[r, i, b, a + U7] * xc
-                    y[a], y[a + U1], y[a + U2], y[a + U3] = s0, s1, s2, s3
-                    y[a + U4], y[a + U5], y[a + U6], y[a + U7] = s4, s5, s6, s7
-                    x[a], x[a + U1], x[a + U2], x[a + U3] = t0, t1, t2, t3
-                    x[a + U4], x[a + U5], x[a + U6], x[a + U7] = t4, t5, t6, t7
+                    v0, v1 = eq.apical_potential(s0, t0), eq.apical_potential(s1, t1)
+                    v2, v3 = eq.apical_potential(s2, t2), eq.apical_potential(s3, t3)
+                    v4, v5 = eq.apical_potential(s4, t4), eq.apical_potential(s5, t5)
+                    v6, v7 = eq.apical_potential(s6, t6), eq.apical_potential(s7, t7)
+                    vapi[r, i, a], vapi[r, i, a + U1], vapi[r, i, a + U2], vapi[r, i, a + U3] = v0, v1, v2, v3
+                    vapi[r, i, a + U4], vapi[r, i, a + U5], vapi[r, i, a + U6], vapi[r, i, a + U7] = v4, v5, v6, v7
                     a += U8
                 if a < n:
                     s0 = s1 = s2 = s3 = 0.0
@@ -306,12 +323,11 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                         t1 += BPI[r, i, b, a + U1] * xc
                         t2 += BPI[r, i, b, a + U2] * xc
                         t3 += BPI[r, i, b, a + U3] * xc
-                    y[a], y[a + U1], y[a + U2], y[a + U3] = s0, s1, s2, s3
-                    x[a], x[a + U1], x[a + U2], x[a + U3] = t0, t1, t2, t3
-                for a in range(n):  # top-down (y) and lateral (x) parts, then the noise the soma sees
-                    v = eq.apical_potential(y[a], x[a])
-                    vapi[r, i, a] = v
-                    vapi_noise[r, i, a] = eq.with_apical_noise(v, noise[r, i, a])
+                    v0, v1 = eq.apical_potential(s0, t0), eq.apical_potential(s1, t1)
+                    v2, v3 = eq.apical_potential(s2, t2), eq.apical_potential(s3, t3)
+                    vapi[r, i, a], vapi[r, i, a + U1], vapi[r, i, a + U2], vapi[r, i, a + U3] = v0, v1, v2, v3
+                for a in range(n):  # the noise the soma sees
+                    vapi_noise[r, i, a] = eq.with_apical_noise(vapi[r, i, a], noise[r, i, a])
 
             # ---- step 3a: PAL noise (noise.draw_noise). Which layers redraw (xi all zero, or the counter
             # shared by all layers hits the period) does not depend on the draws, so it is settled first and
@@ -363,10 +379,14 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
             noisy = is_pal and feedback
             for i in range(H):
                 tau = lp[r, LP_TAU_P, i]
-                apical = vapi_noise if noisy else vapi
-                for a in range(n4[i + U1]):
-                    drive = eq.two_compartment_drive(tau, gbas, vbas[r, i, a], gapi, apical[r, i, a])
-                    dUP[i, a] = eq.somatic_increment(drive, uP[r, i, a], tau, dt)
+                if noisy:
+                    for a in range(n4[i + U1]):
+                        drive = eq.two_compartment_drive(tau, gbas, vbas[r, i, a], gapi, vapi_noise[r, i, a])
+                        dUP[i, a] = eq.somatic_increment(drive, uP[r, i, a], tau, dt)
+                else:
+                    for a in range(n4[i + U1]):
+                        drive = eq.two_compartment_drive(tau, gbas, vbas[r, i, a], gapi, vapi[r, i, a])
+                        dUP[i, a] = eq.somatic_increment(drive, uP[r, i, a], tau, dt)
             if has_target:
                 for a in range(n4[L]):
                     drive = eq.two_compartment_drive(tau_out, gbas, vbas[r, H, a], gntgt, targets[r, smp, a])
@@ -443,8 +463,8 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                                     WPP[r, i, b, a] = WPP[r, i, b, a] + dWPP[r, i, b, a]
             else:
                 # Any other step: increments are only applied (they are overwritten unseen), each fused with
-                # its update in one pass over blocks of four neighbours (``for c in range(U4)``: unrolled and
-                # vectorised by the compiler).
+                # its update in one pass over blocks of four neighbours, all loads before the stores (the strides
+                # are run-time values: the compiler cannot tell that a store leaves a neighbour's load alone).
                 if lateral:
                     for i in range(H):
                         n, dt_eta_PI, dt_eta_IP = n4[i + U1], lp[r, LP_DT_ETA_PI, i], lp[r, LP_DT_ETA_IP, i]
@@ -452,9 +472,14 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                             for b in range(layers[i + U2]):
                                 rI_pre = rI_old[i, b]
                                 for a in range(U0, n, U4):
-                                    for c in range(U4):
-                                        inc = eq.plasticity_increment(dt_eta_PI, neg_vapi_old[i, a + c], rI_pre)
-                                        BPI[r, i, b, a + c] = BPI[r, i, b, a + c] + inc
+                                    a1, a2, a3 = a + U1, a + U2, a + U3
+                                    m0, m1 = neg_vapi_old[i, a], neg_vapi_old[i, a1]
+                                    m2, m3 = neg_vapi_old[i, a2], neg_vapi_old[i, a3]
+                                    w0, w1, w2, w3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
+                                    BPI[r, i, b, a] = w0 + eq.plasticity_increment(dt_eta_PI, m0, rI_pre)
+                                    BPI[r, i, b, a1] = w1 + eq.plasticity_increment(dt_eta_PI, m1, rI_pre)
+                                    BPI[r, i, b, a2] = w2 + eq.plasticity_increment(dt_eta_PI, m2, rI_pre)
+                                    BPI[r, i, b, a3] = w3 + eq.plasticity_increment(dt_eta_PI, m3, rI_pre)
                         else:  # B^PI += 0
                             for b in range(layers[i + U2]):
                                 for a in range(n):
@@ -465,9 +490,13 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                         for b in range(layers[i + U1]):  # W^IP += dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
                             pre = rP_old[i, b]
                             for a in range(U0, n, U4):
-                                for c in range(U4):
-                                    inc = eq.plasticity_increment(dt_eta_IP, postI[i, a + c], pre)
-                                    WIP[r, i, b, a + c] = WIP[r, i, b, a + c] + inc
+                                a1, a2, a3 = a + U1, a + U2, a + U3
+                                m0, m1, m2, m3 = postI[i, a], postI[i, a1], postI[i, a2], postI[i, a3]
+                                w0, w1, w2, w3 = WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3]
+                                WIP[r, i, b, a] = w0 + eq.plasticity_increment(dt_eta_IP, m0, pre)
+                                WIP[r, i, b, a1] = w1 + eq.plasticity_increment(dt_eta_IP, m1, pre)
+                                WIP[r, i, b, a2] = w2 + eq.plasticity_increment(dt_eta_IP, m2, pre)
+                                WIP[r, i, b, a3] = w3 + eq.plasticity_increment(dt_eta_IP, m3, pre)
                 if feedback:
                     for i in range(H):
                         n, dt_eta_bw, dt_alpha_eta_bw = n4[i + U1], lp[r, LP_DT_ETA_BW, i], lp[r, LP_DT_ALPHA_ETA_BW, i]
@@ -480,10 +509,14 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                             r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
                             if regularizer == WEIGHT_DECAY:  # the usual case, branch-free: blocks of four
                                 for a in range(U0, n, U4):
-                                    for c in range(U4):
-                                        w = BPP[r, i, b, a + c]
-                                        BPP[r, i, b, a + c] = w + pal_increment(
-                                            WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, noise[r, i, a + c], r_pre, w, 0.0, 0.0)
+                                    a1, a2, a3 = a + U1, a + U2, a + U3
+                                    z0, z1, z2, z3 = noise[r, i, a], noise[r, i, a1], noise[r, i, a2], noise[r, i, a3]
+                                    w0, w1, w2, w3 = BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3]
+                                    d0 = pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, z0, r_pre, w0, 0.0, 0.0)
+                                    d1 = pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, z1, r_pre, w1, 0.0, 0.0)
+                                    d2 = pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, z2, r_pre, w2, 0.0, 0.0)
+                                    d3 = pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, z3, r_pre, w3, 0.0, 0.0)
+                                    BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
                             else:
                                 for a in range(n):
                                     w = BPP[r, i, b, a]
@@ -500,16 +533,28 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                                 pre = r0_old[b] if i == U0 else rP_old[i - U1, b]
                             if w_lo:  # PAL moves W^PP by the low-pass of its increments
                                 for a in range(U0, n, U4):
-                                    for c in range(U4):
-                                        inc = eq.plasticity_increment(dt_eta_fw, postP[i, a + c], pre)
-                                        lo_d = eq.low_pass(dWPP_LO[r, i, b, a + c], inc, dt_over_tauLO)
-                                        dWPP_LO[r, i, b, a + c] = lo_d
-                                        WPP[r, i, b, a + c] = WPP[r, i, b, a + c] + lo_d
+                                    a1, a2, a3 = a + U1, a + U2, a + U3
+                                    m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
+                                    l0, l1 = dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1]
+                                    l2, l3 = dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3]
+                                    w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
+                                    l0 = eq.low_pass(l0, eq.plasticity_increment(dt_eta_fw, m0, pre), dt_over_tauLO)
+                                    l1 = eq.low_pass(l1, eq.plasticity_increment(dt_eta_fw, m1, pre), dt_over_tauLO)
+                                    l2 = eq.low_pass(l2, eq.plasticity_increment(dt_eta_fw, m2, pre), dt_over_tauLO)
+                                    l3 = eq.low_pass(l3, eq.plasticity_increment(dt_eta_fw, m3, pre), dt_over_tauLO)
+                                    dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1] = l0, l1
+                                    dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3] = l2, l3
+                                    WPP[r, i, b, a], WPP[r, i, b, a1] = w0 + l0, w1 + l1
+                                    WPP[r, i, b, a2], WPP[r, i, b, a3] = w2 + l2, w3 + l3
                             else:
                                 for a in range(U0, n, U4):
-                                    for c in range(U4):
-                                        inc = eq.plasticity_increment(dt_eta_fw, postP[i, a + c], pre)
-                                        WPP[r, i, b, a + c] = WPP[r, i, b, a + c] + inc
+                                    a1, a2, a3 = a + U1, a + U2, a + U3
+                                    m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
+                                    w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
+                                    WPP[r, i, b, a] = w0 + eq.plasticity_increment(dt_eta_fw, m0, pre)
+                                    WPP[r, i, b, a1] = w1 + eq.plasticity_increment(dt_eta_fw, m1, pre)
+                                    WPP[r, i, b, a2] = w2 + eq.plasticity_increment(dt_eta_fw, m2, pre)
+                                    WPP[r, i, b, a3] = w3 + eq.plasticity_increment(dt_eta_fw, m3, pre)
             for i in range(L):  # somata
                 for a in range(n4[i + U1]):
                     uP[r, i, a] = uP[r, i, a] + dUP[i, a]
