@@ -127,7 +127,7 @@ def with_apical_noise(v_api: X, xi: X) -> X:
 
 
 def two_compartment_drive(tau: X, g_a: X, v_a: X, g_b: X, v_b: X) -> X:
-    """u_eff tau^-1... written as tau_eff (g_a v_a + g_b v_b): the conductance-weighted drive of a soma.
+    """tau_eff u_eff = tau_eff (g_a v_a + g_b v_b): the conductance-weighted drive of a soma with two inputs.
 
     Pyramidal (hidden): g_bas v^bas + g_api v^api; output: g_bas v^bas + g_ntgt target; interneuron:
     g_den v^den + g_nI u-breve^P_{l+1}."""

@@ -8,7 +8,6 @@ four, zero padding: mat-vecs and outer-product updates run over contiguous posts
 
 from __future__ import annotations
 
-from dataclasses import fields
 
 import numpy as np
 
