@@ -8,7 +8,6 @@ four, zero padding: mat-vecs and outer-product updates run over contiguous posts
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from palmc.engine.compiled.activations import ACTIVATION_CODES
