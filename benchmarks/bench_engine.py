@@ -28,7 +28,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from palmc.engine import kernel, kernel_lanes  # noqa: E402
+from palmc.engine.compiled import driver, lanes, neurons  # noqa: E402
 from palmc.engine.params import ModelParams, Protocol, RunSpec  # noqa: E402
 from palmc.engine.tasks import Simulation  # noqa: E402
 from palmc.engine.variables import variables_for  # noqa: E402
@@ -90,18 +90,18 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=5, help="timed chunks per engine and case")
     args = parser.parse_args()
 
-    first_call = kernel.load()  # loads the cached kernels (or compiles them once for this machine)
-    hits = kernel._advance_segment.stats.cache_hits and kernel_lanes.advance_segment.stats.cache_hits
+    first_call = driver.load()  # loads the cached kernels (or compiles them once for this machine)
+    hits = neurons.advance_segment.stats.cache_hits and lanes.advance_segment.stats.cache_hits
     source = "loaded from cache" if hits else "compiled (not cached yet)"
     print(f"kernels (both layouts) first call: {first_call:.2f} s, {source}")
     sim = fig4ab("BP")
     start = time.perf_counter()
-    kernel.advance(sim, 2)  # a Fig4ab batch is long enough for the lanes kernel specialised to its network
+    driver.advance(sim, 2)  # a Fig4ab batch is long enough for the lanes kernel specialised to its network
     first_call = time.perf_counter() - start
-    (fixed,) = kernel_lanes._specialised.values()
+    (fixed,) = lanes._specialised.values()
     source = "loaded from cache" if fixed.stats.cache_hits else "compiled (not cached yet)"
     print(f"lanes kernel specialised to the 1-1-1 network, first call: {first_call:.2f} s, {source}")
-    print("compiled = what kernel.advance picks for a run of this size; the other layout (and for lanes, the")
+    print("compiled = what driver.advance picks for a run of this size; the other layout (and for lanes, the")
     print("generic kernel, not specialised to the network) are timed alongside")
     print()
     print(f"{'case':10s} {'numpy us/seed-step':>24s} {'compiled us/seed-step':>24s} {'speed-up':>9s}"
@@ -111,17 +111,17 @@ def main() -> None:
         ("1-1-1 PAL", lambda: fig4ab("PAL")),
     ]
     for name, build in cases:
-        chosen = kernel.layout_for(build())
+        chosen = driver.layout_for(build())
         other = "lanes" if chosen == "neurons" else "neurons"
         variants: dict[str, Callable[[Simulation, int, ChunkRecorder], None]] = {
-            "numpy": numpy_advance, "compiled": kernel.advance,
-            "other": functools.partial(kernel.advance, layout=other, specialise=False)}
+            "numpy": numpy_advance, "compiled": driver.advance,
+            "other": functools.partial(driver.advance, layout=other, specialise=False)}
         if chosen == "lanes":
-            variants["generic"] = functools.partial(kernel.advance, layout="lanes", specialise=False)
+            variants["generic"] = functools.partial(driver.advance, layout="lanes", specialise=False)
         sims = []
         for _ in variants:  # one simulation per variant
             sim = build()
-            kernel.advance(sim, sim.protocol.settling_steps + 50, None)  # into training, quickly
+            driver.advance(sim, sim.protocol.settling_steps + 50, None)  # into training, quickly
             sims.append(sim)
         times: dict[str, list[float]] = {key: [] for key in variants}
         for _ in range(args.chunks):  # alternate, so that all variants see the same machine load
@@ -139,7 +139,7 @@ def main() -> None:
         rec = recorder_for(sim, 100 * EVERY)
         t0 = time.perf_counter()
         while not sim.done:  # chunks of 100 records, as the runner writes them
-            kernel.advance(sim, 100 * EVERY, rec)
+            driver.advance(sim, 100 * EVERY, rec)
             rec.take()
         wall = time.perf_counter() - t0
         print()

@@ -13,13 +13,13 @@ import time
 
 from bench_engine import fig3abc, recorder_for
 
-from palmc.engine import kernel
+from palmc.engine.compiled import driver
 from palmc.engine.tasks import Simulation
 
 
 def run(sim: Simulation, steps: int) -> None:
     rec = recorder_for(sim, steps)
-    kernel.advance(sim, steps, rec)
+    driver.advance(sim, steps, rec)
     rec.take()
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     epochs = 3 * args.trials * args.steps // 10_000 + 2
     sims = [fig3abc(epochs), fig3abc(epochs)]
     for sim in sims:  # load the kernel, get past settling
-        kernel.advance(sim, sim.protocol.settling_steps + 50, None)
+        driver.advance(sim, sim.protocol.settling_steps + 50, None)
     one, seq, par = [], [], []
     for _ in range(args.trials):
         t0 = time.perf_counter()

@@ -46,10 +46,10 @@ def _diverged_runs(sim: Simulation) -> np.ndarray:
 def advance(sim: Simulation, n_steps: int, recorder: ChunkRecorder, engine: str) -> None:
     """Advance ``sim`` by ``n_steps`` with the chosen engine, recording as it goes."""
     if engine == "compiled":
-        from palmc.engine import kernel
+        from palmc.engine.compiled import driver
 
-        if kernel.supports(sim):
-            kernel.advance(sim, n_steps, recorder)
+        if driver.supports(sim):
+            driver.advance(sim, n_steps, recorder)
             return
     sim.advance(n_steps, on_step=recorder)
 
@@ -66,10 +66,10 @@ def teachers_for(engine: str) -> Teachers:
 
 
 def kernel_layouts(plan: Plan) -> set[str]:
-    """The compiled kernel layouts (``kernel.layout_for``) that the batches of ``plan`` will use."""
-    from palmc.engine import kernel
+    """The compiled kernel layouts (``driver.layout_for``) that the batches of ``plan`` will use."""
+    from palmc.engine.compiled import driver
 
-    return {kernel.layout_for_layers(params.layers) for variant in plan.variants
+    return {driver.layout_for_layers(params.layers) for variant in plan.variants
             for params in variant.model_params.values()}
 
 
@@ -77,29 +77,25 @@ def kernel_loaded(plan: Plan) -> bool:
     """Whether nothing is left to load for ``plan`` in this process (always so with the NumPy engine)."""
     if plan.engine != "compiled":
         return True
-    kernel = sys.modules.get("palmc.engine.kernel")  # not imported (numba neither, ~0.3 s): not loaded
-    if kernel is None:
-        return False
-    layouts = kernel_layouts(plan)
-    return kernel.loaded(layouts)
+    driver = sys.modules.get("palmc.engine.compiled.driver")  # not imported (numba neither): not loaded
+    return driver is not None and driver.loaded(kernel_layouts(plan))
 
 
 def kernel_cached(plan: Plan) -> bool:
     """Whether loading the compiled kernel for ``plan`` reads numba's on-disk cache (else it compiles, ~1 min)."""
     if kernel_loaded(plan):
         return True
-    from palmc.engine import kernel
+    from palmc.engine.compiled import driver
 
-    return kernel.cached(kernel_layouts(plan))
+    return driver.cached(kernel_layouts(plan))
 
 
 def load_kernel(plan: Plan) -> None:
-    """Load the compiled kernel that the batches of ``plan`` will use into this process (see ``kernel.load``)."""
+    """Load the compiled kernel that the batches of ``plan`` will use into this process (see ``driver.load``)."""
     if not kernel_loaded(plan):
-        from palmc.engine import kernel
+        from palmc.engine.compiled import driver
 
-        layouts = kernel_layouts(plan)
-        kernel.load(layouts)
+        driver.load(kernel_layouts(plan))
 
 
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,

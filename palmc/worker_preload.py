@@ -18,6 +18,6 @@ def dask_setup(worker: object) -> None:
 
 
 def _load_kernel() -> None:
-    from palmc.engine import kernel
+    from palmc.engine.compiled import driver
 
-    kernel.load()
+    driver.load()

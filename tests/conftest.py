@@ -13,10 +13,10 @@ import pytest
 # take ~40 s each to compile. A second process compiles them into numba's on-disk cache on the other core while
 # the first tests run; a test that needs one before it is ready compiles it itself, as without this.
 _COMPILE_SPECIALISED = """
-from palmc.engine import kernel
+from palmc.engine.compiled import driver
 from tests.test_kernel import SPECIALISED_1_1_1, SPECIALISED_DEEP, make_sim
 for params in (SPECIALISED_1_1_1, SPECIALISED_DEEP):
-    kernel.advance(make_sim(params, seeds=tuple(range(len(params)))), 1, layout="lanes", specialise=True)
+    driver.advance(make_sim(params, seeds=tuple(range(len(params)))), 1, layout="lanes", specialise=True)
 """
 
 

@@ -102,13 +102,13 @@ def test_worker_preload_loads_the_kernel_in_the_background() -> None:
     code = (
         "import threading\n"
         "from palmc import worker_preload\n"
-        "from palmc.engine import kernel, kernel_lanes\n"
-        "assert not kernel._advance_segment.signatures\n"
+        "from palmc.engine.compiled import lanes, neurons\n"
+        "assert not neurons.advance_segment.signatures\n"
         "worker_preload.dask_setup(None)\n"
         "(loader,) = [t for t in threading.enumerate() if t.name == 'palmc-load-kernel']\n"
         "assert loader.daemon\n"
         "loader.join()\n"
-        "print(len(kernel._advance_segment.signatures), len(kernel_lanes.advance_segment.signatures))\n"
+        "print(len(neurons.advance_segment.signatures), len(lanes.advance_segment.signatures))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=600)
     assert out.stdout.split() == ["1", "1"]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import palmc
 from palmc.cli import app
-from palmc.engine import kernel_lanes
+from palmc.engine.compiled import lanes
 from palmc.schema import convert_legacy
 from palmc.store.writer import CHECKPOINT_DIR
 from tests.golden_reference import CASES, GOLDEN, compare_final_rng, compare_store, load_case, task_of
@@ -60,11 +60,11 @@ def test_python_api(case: str, engine: str, tmp_path: Path) -> None:
 def test_specialised_kernel_on_the_one_hidden_layer_cases(case: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The 1-1-1 cases through the lanes kernel compiled for their network, as Fig. 4's long runs use it."""
-    monkeypatch.setattr(kernel_lanes, "SPECIALISE_MIN_RUN_STEPS", 0)
-    monkeypatch.setattr(kernel_lanes, "_specialised", {})
+    monkeypatch.setattr(lanes, "SPECIALISE_MIN_RUN_STEPS", 0)
+    monkeypatch.setattr(lanes, "_specialised", {})
     params, arrays = load_case(case)
     experiment, _notes = convert_legacy(GOLDEN / f"{case}.json", task_of(arrays))
     store = palmc.simulate(experiment, tmp_path / "store.zarr", engine="compiled", workers=1, progress=False)
     assert compare_store(palmc.open(store), arrays, params["model_type"]) > 0
-    (segment,) = kernel_lanes._specialised.values()
+    (segment,) = lanes._specialised.values()
     assert segment.py_func.__name__ == "advance_segment_1x1x1_act0_0" and segment.signatures

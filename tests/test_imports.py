@@ -16,12 +16,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "palmc"
 
-# Removed by the equations branch (issue #23): the neuron-layout kernel hands the run layout its helpers and
-# the run layout hands back its segment function. The lead drops this exception when merging it.
-PENDING_CIRCLES = {frozenset({"palmc.engine.kernel", "palmc.engine.kernel_lanes"})}
-# Also removed there: the kernel names the store's ChunkRecorder as a type (the recorder imports the engine).
-PENDING_UPWARD = {("palmc.engine.kernel", "palmc.store.recorder")}
-
 # (lower layer, higher layers it must never import)
 LAYERS = [
     ("palmc.engine", ("palmc.store", "palmc.query", "palmc.plots", "palmc.api", "palmc.cli", "palmc.plan",
@@ -107,7 +101,7 @@ def circles(graph: dict[str, set[str]]) -> list[set[str]]:
 def test_the_graph_sees_every_kind_of_import() -> None:
     """Lazy, type-only and importlib imports are all edges (palmc/__init__.py has the last two)."""
     assert "palmc.api" in GRAPH["palmc"]
-    assert "palmc.engine.kernel" in GRAPH["palmc.runner"]  # imported inside functions only
+    assert "palmc.engine.compiled.driver" in GRAPH["palmc.runner"]  # imported inside functions only
 
 
 def test_circle_finder_finds_circles() -> None:
@@ -116,32 +110,17 @@ def test_circle_finder_finds_circles() -> None:
 
 
 def test_no_import_circles() -> None:
-    found = [c for c in circles(GRAPH) if frozenset(c) not in PENDING_CIRCLES]
+    found = circles(GRAPH)
     assert not found, "import circles: " + "; ".join(
         ", ".join(f"{a} -> {sorted(GRAPH[a] & c)}" for a in sorted(c)) for c in found)
-
-
-def test_pending_circles_are_only_the_kernels() -> None:
-    """The exception above covers exactly the two kernel modules importing each other, nothing else."""
-    graph = {name: {m for m in targets if frozenset({name, m}) not in PENDING_CIRCLES}
-             for name, targets in GRAPH.items()}
-    assert not circles(graph)
 
 
 @pytest.mark.parametrize("lower, higher", LAYERS, ids=[lower for lower, _ in LAYERS])
 def test_lower_layers_never_import_higher_ones(lower: str, higher: tuple[str, ...]) -> None:
     wrong = sorted(f"{name} -> {target}" for name, targets in GRAPH.items()
                    if name == lower or name.startswith(lower + ".")
-                   for target in targets if any(target == h or target.startswith(h + ".") for h in higher)
-                   and (name, target) not in PENDING_UPWARD)
+                   for target in targets if any(target == h or target.startswith(h + ".") for h in higher))
     assert not wrong, "imports against the data flow: " + "; ".join(wrong)
-
-
-def test_pending_exceptions_are_still_needed() -> None:
-    """Once the equations branch is merged these fail: then delete PENDING_CIRCLES and PENDING_UPWARD."""
-    found = [frozenset(c) for c in circles(GRAPH)]
-    assert all(pending in found for pending in PENDING_CIRCLES), "the kernels' circle is gone: drop its exception"
-    assert all(target in GRAPH[name] for name, target in PENDING_UPWARD), "the kernel's store import is gone"
 
 
 def test_api_hands_the_plan_on_once() -> None:

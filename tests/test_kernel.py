@@ -1,7 +1,7 @@
 """The compiled kernel against the NumPy engine (the specification), option by option.
 
 Each case builds the same small batch three times: one is advanced by ``Simulation.advance`` with two recorders
-(every step and every third step), the others by ``kernel.advance`` with one recorder each. Final states, records,
+(every step and every third step), the others by ``driver.advance`` with one recorder each. Final states, records,
 generators, presentation orders and current inputs must agree (rtol 1e-9; in practice ~1e-12, the only
 difference being the summation order of the mat-vecs).
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from palmc.engine import kernel, kernel_lanes
+from palmc.engine.compiled import driver, lanes, libm_exp, neurons, packing
 from palmc.engine.params import ModelParams, Protocol, RunSpec
 from palmc.engine.tasks import Simulation
 from palmc.engine.variables import RECORDABLE, VARIABLES, variables_for
@@ -97,15 +97,15 @@ def layout(request: pytest.FixtureRequest) -> str:
 def check(build: Any, layout: str, splits: tuple[int, ...] | None = None, specialise: bool | None = None) -> None:
     """Run ``build()`` with both engines over the whole protocol and compare everything."""
     ref, one, three = build(), build(), build()
-    assert kernel.supports(one)
+    assert driver.supports(one)
     rec_ref1, rec_ref3 = recorder(ref, 1), recorder(ref, 3)
     rec1, rec3 = recorder(one, 1), recorder(three, 3)
     total = ref.protocol.total_steps
     ref.advance(total, on_step=lambda s: (rec_ref1(s), rec_ref3(s)))
-    kernel.advance(one, total, rec1, layout=layout, specialise=specialise)
+    driver.advance(one, total, rec1, layout=layout, specialise=specialise)
     for n in splits or (total,):  # resume-like calls of any length
-        kernel.advance(three, n, rec3, layout=layout, specialise=specialise)
-    kernel.advance(three, total, rec3, layout=layout, specialise=specialise)  # past the end: a no-op
+        driver.advance(three, n, rec3, layout=layout, specialise=specialise)
+    driver.advance(three, total, rec3, layout=layout, specialise=specialise)  # past the end: a no-op
     assert_same(ref, one, "every=1")
     assert_same(ref, three, "every=3")
     assert_same_records(rec_ref1, rec1)
@@ -223,19 +223,19 @@ def test_specialised_lanes_kernel(network: str, task: str) -> None:
 def test_long_batches_of_small_networks_get_a_specialised_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """``segment_for`` specialises when the batch is long enough to repay a compilation, or when this process
     has the kernel already; it compiles nothing itself (the first call does)."""
-    monkeypatch.setattr(kernel_lanes, "_specialised", {})
+    monkeypatch.setattr(lanes, "_specialised", {})
     sim = make_sim(make_params("PAL", (1, 1, 1), activations=("logistic",) * 2))
-    *_, layers, acts = kernel._tables(sim)
+    *_, layers, acts = packing.tables(sim.params)
     run_steps = len(sim.runs) * sim.protocol.total_steps
-    assert kernel_lanes.segment_for(sim, layers, acts) is kernel_lanes.advance_segment  # short: generic
-    assert kernel_lanes.segment_for(sim, layers, acts, specialise=False) is kernel_lanes.advance_segment
-    monkeypatch.setattr(kernel_lanes, "SPECIALISE_MIN_RUN_STEPS", run_steps)
-    fixed = kernel_lanes.segment_for(sim, layers, acts)
-    assert fixed is not kernel_lanes.advance_segment and fixed.py_func.__name__ == "advance_segment_1x1x1_act0_0"
-    monkeypatch.setattr(kernel_lanes, "SPECIALISE_MIN_RUN_STEPS", run_steps + 1)
-    assert kernel_lanes.segment_for(sim, layers, acts) is fixed  # this process has it: kept
+    assert lanes.segment_for(sim, layers, acts) is lanes.advance_segment  # short: generic
+    assert lanes.segment_for(sim, layers, acts, specialise=False) is lanes.advance_segment
+    monkeypatch.setattr(lanes, "SPECIALISE_MIN_RUN_STEPS", run_steps)
+    fixed = lanes.segment_for(sim, layers, acts)
+    assert fixed is not lanes.advance_segment and fixed.py_func.__name__ == "advance_segment_1x1x1_act0_0"
+    monkeypatch.setattr(lanes, "SPECIALISE_MIN_RUN_STEPS", run_steps + 1)
+    assert lanes.segment_for(sim, layers, acts) is fixed  # this process has it: kept
     other = make_sim(make_params("PAL", FW_LAYERS), task="fw_bw")
-    assert kernel_lanes.segment_for(other, *kernel._tables(other)[3:]) is kernel_lanes.advance_segment
+    assert lanes.segment_for(other, *packing.tables(other.params)[3:]) is lanes.advance_segment
 
 
 def test_wide_odd_layers_and_many_draws(layout: str) -> None:
@@ -254,7 +254,7 @@ def test_split_calls_resume_exactly(layout: str) -> None:
 def test_without_recorder_and_settling_longer_than_an_epoch(layout: str) -> None:
     ref, sim = (make_sim(make_params("PAL"), settling=70) for _ in range(2))
     ref.advance(1000)
-    kernel.advance(sim, 1000, layout=layout)
+    driver.advance(sim, 1000, layout=layout)
     assert_same(ref, sim)
 
 
@@ -265,7 +265,7 @@ def test_recorder_of_some_variables(layout: str) -> None:
     rec_ref, rec = (ChunkRecorder(s, [VARIABLES[n] for n in names], 4, s.protocol.total_steps // 4 + 1)
                     for s in (ref, sim))
     ref.advance(ref.protocol.total_steps, on_step=rec_ref)
-    kernel.advance(sim, sim.protocol.total_steps, rec, layout=layout)
+    driver.advance(sim, sim.protocol.total_steps, rec, layout=layout)
     assert_same(ref, sim)
     assert_same_records(rec_ref, rec)
 
@@ -287,12 +287,36 @@ def test_plain_callable_recorder_sees_every_field(layout: str) -> None:
     ref, sim = (make_sim(make_params("PAL")) for _ in range(2))
     rec_ref, rec = _StateCopier(), _StateCopier()
     ref.advance(ref.protocol.total_steps, on_step=rec_ref)
-    kernel.advance(sim, sim.protocol.total_steps, rec, layout=layout)
+    driver.advance(sim, sim.protocol.total_steps, rec, layout=layout)
     assert len(rec.seen) == len(rec_ref.seen) > 0
     for a, b in zip(rec_ref.seen, rec.seen):
         assert a.keys() == b.keys()
         for name in a:
             np.testing.assert_allclose(b[name], a[name], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+class _FieldsReader(_StateCopier):
+    """A recorder that says which state fields it reads (``fields_read``, the recorder protocol of the driver)."""
+
+    fields_read = ("vbas", "BPP")
+
+    def __call__(self, sim: Simulation) -> None:
+        self.seen.append({name: [np.array(v, copy=True) for v in getattr(sim.state, name)] for name in self.fields_read})
+
+
+def test_recorder_that_says_what_it_reads_is_shown_those_fields(layout: str) -> None:
+    """The driver shows a recorder with ``fields_read`` exactly those fields (no need to know the store's
+    variables), as the NumPy engine has them."""
+    ref, sim = (make_sim(make_params("PAL")) for _ in range(2))
+    rec_ref, rec = _FieldsReader(), _FieldsReader()
+    ref.advance(ref.protocol.total_steps, on_step=lambda s: rec_ref(s) if s.state.step % rec_ref.every == 0 else None)
+    assert driver.recorded_fields(rec) == ("vbas", "BPP")
+    driver.advance(sim, sim.protocol.total_steps, rec, layout=layout)
+    assert len(rec.seen) == len(rec_ref.seen) > 0
+    for a, b in zip(rec_ref.seen, rec.seen):
+        for name in rec.fields_read:
+            for x, y in zip(a[name], b[name]):
+                np.testing.assert_allclose(y, x, rtol=RTOL, atol=ATOL, err_msg=name)
 
 
 def test_threads_run_batches_independently(layout: str) -> None:
@@ -308,7 +332,7 @@ def test_threads_run_batches_independently(layout: str) -> None:
     def work(sim: Simulation) -> None:
         try:
             for _ in range(3):  # several calls, so that the threads interleave their Python parts too
-                kernel.advance(sim, sim.protocol.total_steps // 3 + 1, recorder(sim, 7), layout=layout)
+                driver.advance(sim, sim.protocol.total_steps // 3 + 1, recorder(sim, 7), layout=layout)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -320,8 +344,8 @@ def test_threads_run_batches_independently(layout: str) -> None:
     assert not errors, errors
     for ref, sim in zip(refs, sims):
         assert_same(ref, sim)
-    assert kernel._advance_segment.targetoptions.get("nogil")
-    assert kernel_lanes.advance_segment.targetoptions.get("nogil")
+    assert neurons.advance_segment.targetoptions.get("nogil")
+    assert lanes.advance_segment.targetoptions.get("nogil")
 
 
 def _glibc_with_fma() -> bool:
@@ -338,9 +362,9 @@ def test_exp_matches_libm() -> None:
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.standard_normal(20000) * s for s in (1e-300, 1e-20, 1e-3, 1.0, 30.0, 100.0)])
     x = np.concatenate([x, [0.0, -0.0, 5e-324, 511.9, -511.9, 300.5, -450.25]])
-    assert all(kernel._exp_in_range(v) for v in x)
-    assert not any(kernel._exp_in_range(v) for v in (512.0, -600.0, 1e300, math.inf, -math.inf, math.nan))
-    mine = np.array([kernel._exp_fast(v) for v in x])
+    assert all(libm_exp.exp_in_range(v) for v in x)
+    assert not any(libm_exp.exp_in_range(v) for v in (512.0, -600.0, 1e300, math.inf, -math.inf, math.nan))
+    mine = np.array([libm_exp.exp_fast(v) for v in x])
     libm = np.array([math.exp(v) for v in x])
     ulps = np.abs(mine.view(np.int64) - libm.view(np.int64))
     assert ulps.max() <= 1
@@ -349,26 +373,26 @@ def test_exp_matches_libm() -> None:
 
 
 def test_load_makes_the_kernel_ready(layout: str) -> None:
-    """``kernel.load`` (called before a run, or as workers start) leaves the kernel compiled for the batches' types."""
-    seconds = kernel.load([layout])
-    segment = kernel._advance_segment if layout == "neurons" else kernel_lanes.advance_segment
-    assert seconds >= 0.0 and segment.signatures and kernel.loaded([layout])
+    """``driver.load`` (called before a run, or as workers start) leaves the kernel compiled for the batches' types."""
+    seconds = driver.load([layout])
+    segment = neurons.advance_segment if layout == "neurons" else lanes.advance_segment
+    assert seconds >= 0.0 and segment.signatures and driver.loaded([layout])
     sim = make_sim(make_params("PAL"))
     before = len(segment.signatures)
-    kernel.advance(sim, 3, layout=layout)
+    driver.advance(sim, 3, layout=layout)
     assert len(segment.signatures) == before  # a real batch needed no new compilation
 
 
 def test_layout_for_picks_lanes_for_small_networks() -> None:
-    assert kernel.layout_for(make_sim(make_params("PAL", (1, 1, 1), activations=("logistic",) * 2))) == "lanes"
-    assert kernel.layout_for(make_sim(make_params("PAL", BW_LAYERS))) == "lanes"
-    assert kernel.layout_for(make_sim(make_params("PAL", (5, 13, 7, 9, 3)))) == "neurons"
+    assert driver.layout_for(make_sim(make_params("PAL", (1, 1, 1), activations=("logistic",) * 2))) == "lanes"
+    assert driver.layout_for(make_sim(make_params("PAL", BW_LAYERS))) == "lanes"
+    assert driver.layout_for(make_sim(make_params("PAL", (5, 13, 7, 9, 3)))) == "neurons"
     with pytest.raises(ValueError, match="layout"):
-        kernel.advance(make_sim(make_params("PAL")), 3, layout="columns")
+        driver.advance(make_sim(make_params("PAL")), 3, layout="columns")
 
 
 def test_supports_rejects_unknown_options() -> None:
     sim = make_sim(make_params("PAL"))
-    assert kernel.supports(sim)
+    assert driver.supports(sim)
     sim.params.noise_mode = ("uP_adaptive", "const")  # type: ignore[misc]
-    assert not kernel.supports(sim)
+    assert not driver.supports(sim)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import palmc
 from palmc.cli import app
-from palmc.engine import kernel
+from palmc.engine.compiled import driver
 from palmc.engine.datasets import (YINYANG_SPLITS, DatasetError, LabelledData, check_arrays, target_voltages,
                                    yinyang)
 from palmc.engine.params import Protocol, RunSpec, TargetMap
@@ -230,15 +230,15 @@ def _numpy_advance(sim: Simulation, n: int, hook) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("layout, layers", [("neurons", (4, 5, 3)), ("lanes", (4, 3, 3))])
 def test_compiled_kernel_matches_numpy_on_a_supervised_run(layout: str, layers: tuple[int, ...]) -> None:
     ref, fast = small_supervised(layers), small_supervised(layers)
-    assert kernel.supports(fast)
+    assert driver.supports(fast)
     for _ in range(2):  # an epoch at a time, with an evaluation after each (it must not disturb training)
         ref_acc = evaluate(ref, _numpy_advance)
-        fast_acc = evaluate(fast, lambda s, n, h: kernel.advance(s, n, h, layout=layout, specialise=False))
+        fast_acc = evaluate(fast, lambda s, n, h: driver.advance(s, n, h, layout=layout, specialise=False))
         for name in ref_acc:
             np.testing.assert_array_equal(fast_acc[name], ref_acc[name])
         n = ref.protocol.steps_per_epoch + (ref.protocol.settling_steps if ref.state.step == 0 else 0)
         ref.advance(n)
-        kernel.advance(fast, n, layout=layout, specialise=False)
+        driver.advance(fast, n, layout=layout, specialise=False)
         assert_same(ref, fast, layout)
     assert ref.done and fast.done
 

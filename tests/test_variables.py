@@ -54,16 +54,14 @@ def test_state_entries_have_the_declared_shapes() -> None:
 def test_kernels_pack_the_declared_fields() -> None:
     """Each packed field tuple holds exactly the State fields of one place (the kernels' argument order is
     theirs to choose)."""
-    from palmc.engine import kernel, kernel_lanes
+    from palmc.engine.compiled import packing
 
-    groups = {"pyramidal": kernel.VEC_P, "interneuron": kernel.VEC_I, "apical": kernel.VEC_A,
-              "forward": kernel.MAT_W, "lateral": kernel.MAT_I, "feedback": kernel.MAT_B}
+    groups = {"pyramidal": packing.VEC_P, "interneuron": packing.VEC_I, "apical": packing.VEC_A,
+              "forward": packing.MAT_W, "lateral": packing.MAT_I, "feedback": packing.MAT_B}
     for place, packed in groups.items():
         assert sorted(packed) == sorted(fields_of(place)), place
-    assert sorted(kernel.PLAIN) == sorted(fields_of("input") + fields_of("run"))
-    assert sorted(kernel.VEC_FIELDS + kernel.MAT_FIELDS + kernel.PLAIN) == sorted(STATE_FIELDS)
-    assert (kernel_lanes.VEC_FIELDS, kernel_lanes.MAT_FIELDS, kernel_lanes.PLAIN) == (
-        kernel.VEC_FIELDS, kernel.MAT_FIELDS, kernel.PLAIN)
+    assert sorted(packing.PLAIN) == sorted(fields_of("input") + fields_of("run"))
+    assert sorted(packing.VEC_FIELDS + packing.MAT_FIELDS + packing.PLAIN) == sorted(STATE_FIELDS)
 
 
 def test_declaration_is_consistent() -> None:

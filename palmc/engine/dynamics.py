@@ -11,7 +11,9 @@ Per step k (all runs at once):
                 dW^IP_l = dt eta_IP (r-breve^I_l - phi(g_den/(g_l+g_den) v^den_l)) r-breve_{l-1}^T,
                 dB^PI_l = -dt eta_PI v^api_l (r-breve^I_{l+1})^T,  and B^PP by the model (feedback.py);
   5. apply the increments allowed by the phase, record, then (PAL) advance the high-pass filter of the rates.
-Operations are written in the reference's order so that results agree with it to the last bits.
+The equations themselves are the functions of equations.py (shared with the compiled engine), applied here
+elementwise to the arrays of all runs; operations keep the reference's order, so results agree with it to the
+last bits.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from palmc.engine import equations as eq
 from palmc.engine.activations import phi
 from palmc.engine.feedback import pal_feedback_increment, reset_bp_feedback
 from palmc.engine.noise import draw_noise
@@ -40,10 +43,6 @@ SETTLING = Learning(False, False, False)
 
 def _matvec(W: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.einsum("rij,rj->ri", W, x)
-
-
-def _outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a[:, :, None] * b[:, None, :]
 
 
 def _col(x: np.ndarray) -> np.ndarray:
@@ -72,8 +71,8 @@ def step(
     vbas_old, vden_old, vapi_old = s.vbas, s.vden, s.vapi
 
     # 1. lookahead voltages and their rates
-    s.uP_breve = [s.uP_old[i] + _col(p.taur * p.tau_P[i]) * (s.uP[i] - s.uP_old[i]) / dt for i in range(L)]
-    s.uI_breve = [s.uI_old[i] + _col(p.taur * p.tau_I) * (s.uI[i] - s.uI_old[i]) / dt for i in range(L - 1)]
+    s.uP_breve = [eq.lookahead_voltage(s.uP_old[i], s.uP[i], _col(p.taur_tau_P[i]), dt) for i in range(L)]
+    s.uI_breve = [eq.lookahead_voltage(s.uI_old[i], s.uI[i], _col(p.taur_tau_I), dt) for i in range(L - 1)]
     s.rP_breve = [phi(acts[i])(s.uP_breve[i]) for i in range(L)]
     s.rI_breve = [phi(acts[i + 1])(s.uI_breve[i]) for i in range(L - 1)]
     s.r0 = r0
@@ -84,38 +83,45 @@ def step(
     vden = []
     for i in range(L - 1):
         instantaneous = _matvec(s.WIP[i], s.rP_breve[i])
-        low_passed = s.vden[i] + _col(dt / p.tauLO) * (instantaneous - s.vden[i])
+        low_passed = eq.low_pass(s.vden[i], instantaneous, _col(p.dt_over_tauLO))
         vden.append(np.where(_col(p.inter_low_pass), low_passed, instantaneous))
     s.vden = vden
-    s.vapi = [_matvec(s.BPP[i], s.rP_breve[i + 1]) + _matvec(s.BPI[i], s.rI_breve[i]) for i in range(L - 1)]
-    s.vapi_noise = [s.vapi[i] + s.noise[i] for i in range(L - 1)]
+    s.vapi = [eq.apical_potential(_matvec(s.BPP[i], s.rP_breve[i + 1]), _matvec(s.BPI[i], s.rI_breve[i]))
+              for i in range(L - 1)]
+    s.vapi_noise = [eq.with_apical_noise(s.vapi[i], s.noise[i]) for i in range(L - 1)]
 
     # 3. somatic updates; PAL's soma sees the noise of the previous step, then the noise is redrawn
     inject_noise = learning.feedback and bool(p.is_pal.any())
     if inject_noise:
         draw_noise(s, p, rngs)
     noisy = _col(p.is_pal & learning.feedback)
-    dUI = [dt * ((_col(p.tau_I) * (_col(p.gden) * s.vden[i] + _col(p.gnI) * s.uP_breve[i + 1]) - s.uI[i]) / _col(p.tau_I))
+    tau_I = _col(p.tau_I)
+    dUI = [eq.somatic_increment(eq.two_compartment_drive(tau_I, _col(p.gden), s.vden[i], _col(p.gnI), s.uP_breve[i + 1]),
+                                s.uI[i], tau_I, dt)
            for i in range(L - 1)]
     dUP = []
     for i in range(L - 1):
         vapi = np.where(noisy, s.vapi_noise[i], s.vapi[i])
         tau = _col(p.tau_P[i])
-        dUP.append(dt * ((tau * (_col(p.gbas) * s.vbas[i] + _col(p.gapi) * vapi) - s.uP[i]) / tau))
+        drive = eq.two_compartment_drive(tau, _col(p.gbas), s.vbas[i], _col(p.gapi), vapi)
+        dUP.append(eq.somatic_increment(drive, s.uP[i], tau, dt))
     tau_out = _col(p.tau_P[-1])
     if target is not None:
-        drive = tau_out * (_col(p.gbas) * s.vbas[-1] + _col(p.gntgt) * target)
+        drive = eq.two_compartment_drive(tau_out, _col(p.gbas), s.vbas[-1], _col(p.gntgt), target)
     else:
         # without a target the drive uses the target-free time constant but the division keeps the nudged one
-        drive = _col(p.tau_P_out_notgt) * (_col(p.gbas) * s.vbas[-1])
-    dUP.append(dt * ((drive - s.uP[-1]) / tau_out))
+        drive = eq.basal_drive(_col(p.tau_P_out_notgt), _col(p.gbas), s.vbas[-1])
+    dUP.append(eq.somatic_increment(drive, s.uP[-1], tau_out, dt))
 
     # 4. plasticity
     s.dWPP = _forward_increments(s, p, r0_old, rP_old, vbas_old)
-    c_den = p.gden / (p.gl + p.gden)
-    s.dWIP = [_mat(dt * p.eta_IP[i]) * _outer(s.rI_breve[i] - phi(acts[i + 1])(_col(c_den) * vden_old[i]), rP_old[i])
-              for i in range(L - 1)]
-    s.dBPI = [np.where(_mat(p.eta_PI[i] != 0), _mat(dt * p.eta_PI[i]) * _outer(-vapi_old[i], rI_old[i]), 0.0)
+    s.dWIP = []
+    for i in range(L - 1):
+        predicted = phi(acts[i + 1])(eq.dendritic_prediction(_col(p.c_den), vden_old[i]))
+        post = eq.prediction_error(s.rI_breve[i], predicted)
+        s.dWIP.append(eq.plasticity_increment(_mat(p.dt_eta_IP[i]), post[:, :, None], rP_old[i][:, None, :]))
+    s.dBPI = [np.where(_mat(p.eta_PI[i] != 0),
+                       eq.plasticity_increment(_mat(p.dt_eta_PI[i]), -vapi_old[i][:, :, None], rI_old[i][:, None, :]), 0.0)
               for i in range(L - 1)]
     reset_bp_feedback(s, p)
     s.dBPP = pal_feedback_increment(s, p)
@@ -126,7 +132,7 @@ def step(
     if learning.forward:
         low_pass = _mat(p.dWPP_low_pass)
         for i in range(L):
-            s.dWPP_LO[i] = np.where(low_pass, s.dWPP_LO[i] + _mat(dt / p.tauLO) * (s.dWPP[i] - s.dWPP_LO[i]), s.dWPP_LO[i])
+            s.dWPP_LO[i] = np.where(low_pass, eq.low_pass(s.dWPP_LO[i], s.dWPP[i], _mat(p.dt_over_tauLO)), s.dWPP_LO[i])
             s.WPP[i] = s.WPP[i] + np.where(low_pass, s.dWPP_LO[i], s.dWPP[i])
     if learning.lateral:
         s.WIP = [s.WIP[i] + s.dWIP[i] for i in range(L - 1)]
@@ -137,36 +143,33 @@ def step(
     if record is not None:
         record(s)
     # high-pass filter of the rates, r^HI <- r^HI + (r - r_old) - dt/tau_HP r^HI (every step, settling included)
-    s.rP_breve_HI = [s.rP_breve_HI[i] + ((s.rP_breve[i] - rP_old[i]) - _col(dt / p.tauHP) * s.rP_breve_HI[i])
-                     for i in range(L)]
+    s.rP_breve_HI = [eq.high_pass(s.rP_breve_HI[i], s.rP_breve[i], rP_old[i], _col(p.dt_over_tauHP)) for i in range(L)]
 
 
 def _forward_increments(s: State, p: BatchParams, r0_old: np.ndarray, rP_old: list, vbas_old: list) -> list:
     """dW^PP for every forward layer, with the optional PAL filters on its pre- or postsynaptic factor."""
-    dt, L = p.dt, len(s.uP)
-    c_hidden = p.gbas / (p.gl + p.gbas + p.gapi)
-    c_out = p.gbas / (p.gl + p.gbas)
-    lo = _col(dt / p.tauLO)
+    L = len(s.uP)
+    lo = _col(p.dt_over_tauLO)
     r_lp, post_lp = _col(p.r_low_pass), _col(p.post_low_pass)
     increments = []
     for i in range(L):
-        c = _col(c_out if i == L - 1 else c_hidden)
-        basal_prediction = c * vbas_old[i]
+        c = _col(p.c_out if i == L - 1 else p.c_hid)
+        basal_prediction = eq.dendritic_prediction(c, vbas_old[i])
         post = np.where(
             _col(p.use_activation),
-            s.rP_breve[i] - phi(p.activations[i])(basal_prediction),
-            s.uP_breve[i] - basal_prediction,
+            eq.prediction_error(s.rP_breve[i], phi(p.activations[i])(basal_prediction)),
+            eq.prediction_error(s.uP_breve[i], basal_prediction),
         )
         pre = r0_old if i == 0 else rP_old[i - 1]
         # filters advance at every step (settling included), each in its own run only
         if i == 0:
-            s.r0_LO = np.where(r_lp, s.r0_LO + lo * (pre - s.r0_LO), s.r0_LO)
+            s.r0_LO = np.where(r_lp, eq.low_pass(s.r0_LO, pre, lo), s.r0_LO)
             pre_lp = s.r0_LO
         else:
-            s.r_LO[i - 1] = np.where(r_lp, s.r_LO[i - 1] + lo * (pre - s.r_LO[i - 1]), s.r_LO[i - 1])
+            s.r_LO[i - 1] = np.where(r_lp, eq.low_pass(s.r_LO[i - 1], pre, lo), s.r_LO[i - 1])
             pre_lp = s.r_LO[i - 1]
-        s.post_LO[i] = np.where(post_lp, s.post_LO[i] + lo * (post - s.post_LO[i]), s.post_LO[i])
+        s.post_LO[i] = np.where(post_lp, eq.low_pass(s.post_LO[i], post, lo), s.post_LO[i])
         post_used = np.where(post_lp, s.post_LO[i], post)
         pre_used = np.where(r_lp, pre_lp, pre)
-        increments.append(_mat(dt * p.eta_fw[i]) * _outer(post_used, pre_used))
+        increments.append(eq.plasticity_increment(_mat(p.dt_eta_fw[i]), post_used[:, :, None], pre_used[:, None, :]))
     return increments

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from palmc.engine import equations as eq
 from palmc.engine.activations import phi_prime
 from palmc.engine.state import BatchParams, State
-
-
-def _outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a[:, :, None] * b[:, None, :]
 
 
 def _per_run(x: np.ndarray) -> np.ndarray:
@@ -41,7 +38,6 @@ def reset_bp_feedback(state: State, params: BatchParams) -> None:
 
 def pal_feedback_increment(state: State, params: BatchParams) -> list[np.ndarray]:
     """dB^PP of this step (zero for BP and FA runs)."""
-    dt = params.dt
     n_hidden = len(state.BPP)
     if not params.is_pal.any():
         return [np.zeros_like(B) for B in state.BPP]
@@ -52,17 +48,17 @@ def pal_feedback_increment(state: State, params: BatchParams) -> list[np.ndarray
     increments = []
     for i in range(n_hidden):
         r_pre = np.where(params.pyr_hi_pass[:, None], state.rP_breve_HI[i + 1], state.rP_breve[i + 1])
-        eta, alpha, B = params.eta_bw[i], params.alpha[i], state.BPP[i]
-        dB = _per_run(dt * eta) * _outer(state.noise[i], r_pre)
-        decay = _per_run(dt * alpha * eta)
+        B, decay = state.BPP[i], _per_run(params.dt_alpha_eta_bw[i])
+        xi_post, r_pre_row = state.noise[i][:, :, None], r_pre[:, None, :]
         regularizer = np.where(
             _per_run(params.gate_regularizer),
-            decay * B * np.heaviside(r_pre, 0)[:, None, :],
+            eq.pal_regularizer_gated(decay, B, r_pre_row),
             np.where(
                 _per_run(params.varphi_regularizer),
-                (decay * slope[i][:, :, None] * B) * slope[i + 1][:, None, :],
-                decay * B,
+                eq.pal_regularizer_varphi(decay, B, slope[i][:, :, None], slope[i + 1][:, None, :]),
+                eq.pal_regularizer(decay, B),
             ),
         )
-        increments.append(np.where(pal, dB - regularizer, 0.0))
+        dB = eq.pal_feedback_increment(_per_run(params.dt_eta_bw[i]), xi_post, r_pre_row, regularizer)
+        increments.append(np.where(pal, dB, 0.0))
     return increments

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from palmc.engine import equations as eq
 from palmc.engine.state import BatchParams, State
 
 
@@ -34,10 +35,10 @@ def draw_noise(state: State, params: BatchParams, rngs: list[np.random.RandomSta
             if np.all(xi == 0) or state.noise_counter[run] % params.noise_period[run] == 0:
                 sigma = white_noise_amplitude(mode, state, run, layer)
                 # legacy normal(0, s) = 0 + s * gauss: the same draws and values as scaling standard normals
-                white = params.noise_scale[layer][run] * (0 + sigma * rngs[run].standard_normal(xi.shape[0]))
+                white = eq.white_noise(params.noise_scale[layer][run], sigma, rngs[run].standard_normal(xi.shape[0]))
                 if params.noise_ou[run]:
-                    tauxi = params.tauxi[run]
-                    state.noise[layer][run] = xi + 1 / tauxi * (-dt * xi + np.sqrt(dt * tauxi) * white)
+                    state.noise[layer][run] = eq.ou_noise_step(xi, white, dt, params.inv_tauxi[run],
+                                                               params.sqrt_dt_tauxi[run])
                 else:
                     state.noise[layer][run] = white
                 state.noise_counter[run] = 0

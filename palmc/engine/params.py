@@ -83,18 +83,6 @@ class ModelParams:
     copy_teacher_weights: bool = False
     copy_teacher_voltages: bool = False
 
-    @property
-    def n_weight_layers(self) -> int:
-        return len(self.layers) - 1
-
-    @property
-    def n_hidden(self) -> int:
-        return len(self.layers) - 2
-
-    @property
-    def is_pal(self) -> bool:
-        return self.model == "PAL"
-
     def with_(self, **changes: object) -> "ModelParams":
         return replace(self, **changes)
 

@@ -8,7 +8,7 @@ maps layer i+2 onto the apical dendrites of layer i+1. The store converts to net
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -66,6 +66,38 @@ class BatchParams:
     inter_low_pass: np.ndarray  # PAL only
     gate_regularizer: np.ndarray
     varphi_regularizer: np.ndarray  # only without gate_regularizer
+    # derived constants, computed once here (``__post_init__``) and read by every engine
+    c_hid: np.ndarray = field(init=False)  # g_bas / (g_l + g_bas + g_api): hidden layers' basal prediction
+    c_out: np.ndarray = field(init=False)  # g_bas / (g_l + g_bas): the output layer's
+    c_den: np.ndarray = field(init=False)  # g_den / (g_l + g_den): the interneurons' dendritic prediction
+    taur_tau_P: Layered = field(init=False)  # taur tau_eff of the lookahead, per pyramidal layer
+    taur_tau_I: np.ndarray = field(init=False)
+    dt_eta_fw: Layered = field(init=False)  # dt eta of each plasticity rule, per layer
+    dt_eta_bw: Layered = field(init=False)
+    dt_eta_IP: Layered = field(init=False)
+    dt_eta_PI: Layered = field(init=False)
+    dt_alpha_eta_bw: Layered = field(init=False)  # PAL's weight decay dt alpha eta_bw
+    dt_over_tauLO: np.ndarray = field(init=False)  # dt / tau of the low-pass and high-pass filters
+    dt_over_tauHP: np.ndarray = field(init=False)
+    inv_tauxi: np.ndarray = field(init=False)  # 1 / tau_xi and sqrt(dt tau_xi) of the OU noise
+    sqrt_dt_tauxi: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        dt = self.dt
+        self.c_hid = self.gbas / (self.gl + self.gbas + self.gapi)
+        self.c_out = self.gbas / (self.gl + self.gbas)
+        self.c_den = self.gden / (self.gl + self.gden)
+        self.taur_tau_P = [self.taur * tau for tau in self.tau_P]
+        self.taur_tau_I = self.taur * self.tau_I
+        self.dt_eta_fw = [dt * eta for eta in self.eta_fw]
+        self.dt_eta_bw = [dt * eta for eta in self.eta_bw]
+        self.dt_eta_IP = [dt * eta for eta in self.eta_IP]
+        self.dt_eta_PI = [dt * eta for eta in self.eta_PI]
+        self.dt_alpha_eta_bw = [dt * alpha * eta for alpha, eta in zip(self.alpha, self.eta_bw)]
+        self.dt_over_tauLO = dt / self.tauLO
+        self.dt_over_tauHP = dt / self.tauHP
+        self.inv_tauxi = 1 / self.tauxi
+        self.sqrt_dt_tauxi = np.sqrt(dt * self.tauxi)
 
     @property
     def n_runs(self) -> int:

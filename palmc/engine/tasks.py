@@ -204,16 +204,7 @@ class Simulation:
         return sim
 
     # -- time course -----------------------------------------------------------------------------------
-    @property
-    def step_count(self) -> int:
-        return self.state.step
-
-    def epoch_of(self, k: int) -> int:
-        """Epoch of (1-based) step k: 0 while settling, then 1..E."""
-        S, N = self.protocol.settling_steps, self.protocol.steps_per_epoch
-        return 0 if k <= S else (k - S - 1) // N + 1
-
-    def _prepare_step(self, k: int) -> tuple[np.ndarray, np.ndarray | None, Learning]:
+    def step_inputs(self, k: int) -> tuple[np.ndarray, np.ndarray | None, Learning]:
         """Input, target and learning flags of (1-based) step k; shuffles at the first step of an epoch."""
         proto = self.protocol
         S, N, Tp = proto.settling_steps, proto.steps_per_epoch, proto.steps_per_presentation
@@ -233,7 +224,7 @@ class Simulation:
         """Advance all runs by ``n_steps`` steps (never past the end of the protocol)."""
         end = min(self.state.step + n_steps, self.protocol.total_steps)
         while self.state.step < end:
-            r0, target, learning = self._prepare_step(self.state.step + 1)
+            r0, target, learning = self.step_inputs(self.state.step + 1)
             self.current_input, self.current_target = r0, target
             step(self.state, self.params, r0, target, learning, self.rngs,
                  record=(lambda _s: on_step(self)) if on_step is not None else None)
@@ -301,6 +292,8 @@ def frozen_copy(sim: Simulation, inputs: np.ndarray) -> Simulation:
 
 class _OutputClasses:
     """Hook that reads the class of every run at the end of each presentation: argmax of the output rates."""
+
+    fields_read = ("rP_breve",)  # the compiled engine shows it only these
 
     def __init__(self, n_samples: int, n_runs: int, every: int) -> None:
         self.every = every
