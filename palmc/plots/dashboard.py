@@ -242,8 +242,7 @@ def _default_sections(ds: xr.Dataset, *, max_points: int, max_seeds: int, band: 
             f"{_BAND_TEXT.get(band, '')}, one colour per model"
             + (" and variant (its label in brackets; each variant is drawn through its own records). "
                if "variant" in ds.dims else ". ")
-            + 
-            "Angles in degrees between matrices (Frobenius inner product); 0° = aligned. "
+            + "Angles in degrees between matrices (Frobenius inner product); 0° = aligned. "
             + ("Curves are block means of the records to keep the plot small. "
                if ds.sizes.get("time", 0) > max_points else "")
             + "Click a legend entry to mute a model."
