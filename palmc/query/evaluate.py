@@ -32,7 +32,7 @@ from palmc.query.model import (
     QueryError,
     Reduce,
     Selection,
-    _available,
+    available_text,
     duration_ms,
     load_queries,
     parse_query,
@@ -73,12 +73,12 @@ def _select_dims(obj: xr.DataArray | xr.Dataset, sel: Mapping[str, Any], what: s
     """``obj.sel(sel)``, checking that every dim and value exists (QueryError listing what is available)."""
     for dim, value in sel.items():
         if dim not in obj.dims:
-            raise QueryError(f"unknown dim {dim!r} for {what}; dims: {_available(obj.dims)}")
+            raise QueryError(f"unknown dim {dim!r} for {what}; dims: {available_text(obj.dims)}")
         available = list(obj[dim].values)
         missing = [v for v in _as_list(value) if v not in available]
         if missing:
             raise QueryError(
-                f"{dim} {', '.join(map(repr, missing))} not in {what}; available {dim}s: {_available(available)}"
+                f"{dim} {', '.join(map(repr, missing))} not in {what}; available {dim}s: {available_text(available)}"
             )
     return obj.sel(dict(sel)) if sel else obj
 
@@ -97,7 +97,7 @@ def _steps(ds: xr.Dataset) -> np.ndarray:
         return np.asarray(ds["step"].values, dtype=np.int64)
     dt = _dt(ds)
     if dt is None:
-        raise QueryError(f"need the coordinate 'step' or the attribute 'dt'; attrs: {_available(ds.attrs)}")
+        raise QueryError(f"need the coordinate 'step' or the attribute 'dt'; attrs: {available_text(ds.attrs)}")
     return np.rint(np.asarray(ds["time"].values) / dt).astype(np.int64)
 
 
@@ -105,7 +105,7 @@ def _presentation_ends(ds: xr.Dataset) -> np.ndarray:
     """Mask of the records that end a presentation: steps S + k*Tp (k >= 0), S = settling steps, Tp = Tpres/dt."""
     for attr in ("Tpres", "dt"):
         if attr not in ds.attrs:
-            raise QueryError(f"per_sample_end needs the attribute {attr!r}; attrs: {_available(ds.attrs)}")
+            raise QueryError(f"per_sample_end needs the attribute {attr!r}; attrs: {available_text(ds.attrs)}")
     tp = int(round(float(ds.attrs["Tpres"]) / float(ds.attrs["dt"])))
     steps = _steps(ds)
     settling = np.zeros(steps.shape, dtype=bool)
@@ -123,7 +123,7 @@ def _record_indices(ds: xr.Dataset, select: Selection, agg: Aggregate) -> np.nda
     wants_time = wants_time or agg.per_sample_end or agg.last or agg.every is not None
     if "time" not in ds.dims:
         if wants_time or agg.moving_window is not None:
-            raise QueryError(f"the dataset has no 'time' dim; dims: {_available(ds.dims)}")
+            raise QueryError(f"the dataset has no 'time' dim; dims: {available_text(ds.dims)}")
         return None
     n = ds.sizes["time"]
     mask = np.ones(n, dtype=bool)
@@ -139,14 +139,14 @@ def _record_indices(ds: xr.Dataset, select: Selection, agg: Aggregate) -> np.nda
             )
     if select.phase is not None:
         if "phase" not in ds.coords:
-            raise QueryError(f"the dataset has no coordinate 'phase'; coordinates: {_available(ds.coords)}")
+            raise QueryError(f"the dataset has no coordinate 'phase'; coordinates: {available_text(ds.coords)}")
         phases = _strings(ds["phase"].values)
         if select.phase not in set(phases):
-            raise QueryError(f"phase {select.phase!r} not in the store; phases: {_available(sorted(set(phases)))}")
+            raise QueryError(f"phase {select.phase!r} not in the store; phases: {available_text(sorted(set(phases)))}")
         mask &= phases == select.phase
     if select.epoch is not None:
         if "epoch" not in ds.coords:
-            raise QueryError(f"the dataset has no coordinate 'epoch'; coordinates: {_available(ds.coords)}")
+            raise QueryError(f"the dataset has no coordinate 'epoch'; coordinates: {available_text(ds.coords)}")
         if ds["epoch"].dims != ("time",):  # evaluate() splits such stores by variant; this guards other callers
             raise QueryError(
                 f"the variants record different epochs (coordinate 'epoch' has dims {ds['epoch'].dims}): "
@@ -156,7 +156,7 @@ def _record_indices(ds: xr.Dataset, select: Selection, agg: Aggregate) -> np.nda
         wanted = _as_list(select.epoch)
         missing = [e for e in wanted if e not in set(epochs.tolist())]
         if missing:
-            raise QueryError(f"epoch {missing} not in the store; epochs: {_available(sorted(set(epochs.tolist())))}")
+            raise QueryError(f"epoch {missing} not in the store; epochs: {available_text(sorted(set(epochs.tolist())))}")
         mask &= np.isin(epochs, wanted)
     if agg.per_sample_end:
         mask &= _presentation_ends(ds)
@@ -253,7 +253,7 @@ def _reduce(da: xr.DataArray, red: Reduce, what: str) -> xr.DataArray:
         return da
     unknown = [d for d in red.over if d not in da.dims and d not in da.coords]
     if unknown:
-        raise QueryError(f"cannot reduce {what} over {unknown}: no such dim; dims: {_available(da.dims)}")
+        raise QueryError(f"cannot reduce {what} over {unknown}: no such dim; dims: {available_text(da.dims)}")
     dims = [d for d in red.over if d in da.dims]
     if not dims:  # reduced dims already selected to a single value
         return da
@@ -283,22 +283,22 @@ def _resolve(q: Query, ds: xr.Dataset) -> Metric | str:
     if q.variable is not None:
         if q.variable not in ds.data_vars:
             raise QueryError(
-                f"unknown variable {q.variable!r}; variables: {_available(ds.data_vars)}; "
-                f"metrics: {_available(list_metrics())}"
+                f"unknown variable {q.variable!r}; variables: {available_text(ds.data_vars)}; "
+                f"metrics: {available_text(list_metrics())}"
             )
         if q.args:
-            raise QueryError(f"a recorded variable takes no args, got {_available(q.args)}")
+            raise QueryError(f"a recorded variable takes no args, got {available_text(q.args)}")
         return q.variable
     name = q.target
     if name in METRICS:
         return METRICS[name]
     if name in ds.data_vars:
         if q.args:
-            raise QueryError(f"a recorded variable takes no args, got {_available(q.args)}")
+            raise QueryError(f"a recorded variable takes no args, got {available_text(q.args)}")
         return name
     raise QueryError(
-        f"unknown metric {name!r}; metrics: {_available(list_metrics())}; "
-        f"recorded variables (usable as metrics): {_available(ds.data_vars)}"
+        f"unknown metric {name!r}; metrics: {available_text(list_metrics())}; "
+        f"recorded variables (usable as metrics): {available_text(ds.data_vars)}"
     )
 
 

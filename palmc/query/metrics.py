@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import xarray as xr
 
-from palmc.query.model import QueryError, _available
+from palmc.query.model import QueryError, available_text
 
 __all__ = [
     "ACTIVATIONS",
@@ -110,13 +110,13 @@ class Metric:
         if missing:
             raise QueryError(
                 f"metric {self.name!r} needs {', '.join(missing)}, which the dataset does not have; "
-                f"variables: {_available(ds.data_vars)}; coordinates: {_available(ds.coords)}"
+                f"variables: {available_text(ds.data_vars)}; coordinates: {available_text(ds.coords)}"
             )
         unknown = [a for a in args if a not in self.arg_names]
         if unknown:
             raise QueryError(
                 f"metric {self.name!r} has no argument {', '.join(map(repr, unknown))}; "
-                f"its arguments: {_available(self.arg_names)}"
+                f"its arguments: {available_text(self.arg_names)}"
             )
 
     def __call__(self, ds: xr.Dataset, **args: Any) -> xr.DataArray:
@@ -159,7 +159,7 @@ def get_metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
-        raise QueryError(f"unknown metric {name!r}; metrics: {_available(list_metrics())}") from None
+        raise QueryError(f"unknown metric {name!r}; metrics: {available_text(list_metrics())}") from None
 
 
 def describe_metrics(details: bool = False) -> str:
@@ -229,7 +229,7 @@ def _by_activation(
     out: xr.DataArray | None = None
     for name in names:
         if name not in table:
-            raise QueryError(f"unknown activation {name!r}; known activations: {_available(table)}")
+            raise QueryError(f"unknown activation {name!r}; known activations: {available_text(table)}")
         value = table[name](x)
         out = value.where(activation == name) if out is None else value.where(activation == name, out)
     if out is None:  # no activation at all (e.g. only the input layer)
@@ -327,7 +327,7 @@ def masked_vector(ds: xr.Dataset, name: str, layers: Layers = None) -> xr.DataAr
 
 def _coord(ds: xr.Dataset, name: str) -> xr.DataArray:
     if name not in ds.coords:
-        raise QueryError(f"the dataset has no coordinate {name!r}; coordinates: {_available(ds.coords)}")
+        raise QueryError(f"the dataset has no coordinate {name!r}; coordinates: {available_text(ds.coords)}")
     return ds[name]
 
 
@@ -484,7 +484,7 @@ def angle_dWPP_BP(ds: xr.Dataset, forward: str = "ann") -> xr.DataArray:
         if missing:
             raise QueryError(
                 f"angle_dWPP_BP(forward='recorded') needs {', '.join(missing)}; "
-                f"variables: {_available(ds.data_vars)}"
+                f"variables: {available_text(ds.data_vars)}"
             )
     top = output_layer(ds)
     layers = forward_layers(ds)

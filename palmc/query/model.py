@@ -51,7 +51,8 @@ class QueryError(Exception):
     """A query that cannot be evaluated; the message says what is available instead."""
 
 
-def _available(values: Any) -> str:
+def available_text(values: Any) -> str:
+    """``values`` as ``a, b, c`` (``(none)`` if empty), for error messages that list what there is."""
     vals = list(values)
     return ", ".join(str(v) for v in vals) if vals else "(none)"
 
@@ -90,7 +91,7 @@ def duration_ms(value: Duration, attrs: dict[str, Any]) -> float:
     if unit == "ms":
         return number
     if "Tpres" not in attrs:
-        raise QueryError(f"duration {value!r} needs the attribute 'Tpres'; dataset attrs: {_available(attrs)}")
+        raise QueryError(f"duration {value!r} needs the attribute 'Tpres'; dataset attrs: {available_text(attrs)}")
     return number * float(attrs["Tpres"])
 
 
@@ -304,7 +305,7 @@ def _format_validation_error(err: ValidationError, what: str, root: type[BaseMod
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed keys: {_available(_fields_at(tuple(e['loc']), root))}"
+            msg = f"unknown key; allowed keys: {available_text(_fields_at(tuple(e['loc']), root))}"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 

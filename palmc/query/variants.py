@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from palmc.query.model import QueryError, _available
+from palmc.query.model import QueryError, available_text
 
 __all__ = [
     "VARIANT",
@@ -168,7 +168,7 @@ def _positions(ds: xr.Dataset, wanted: Any) -> list[int]:
             out.append(int(np.flatnonzero(index == value)[0]))
         else:
             known = [f"{i} ({l})" for i, l in variant_labels(ds).items()]
-            raise QueryError(f"variant {value!r} not in the store; variants (index (label)): {_available(known)}")
+            raise QueryError(f"variant {value!r} not in the store; variants (index (label)): {available_text(known)}")
     return out
 
 
@@ -180,7 +180,7 @@ def select_variants(ds: xr.Dataset, variant: Any = None, fields: dict[str, Any] 
     if (variant is not None or fields) and VARIANT not in ds.dims:
         what = "variant" if variant is not None else ", ".join(fields)
         raise QueryError(
-            f"cannot select {what}: the store has no 'variant' dim (no sweep); dims: {_available(ds.dims)}"
+            f"cannot select {what}: the store has no 'variant' dim (no sweep); dims: {available_text(ds.dims)}"
         )
     keep = np.ones(ds.sizes.get(VARIANT, 0), dtype=bool)
     for name, wanted in fields.items():
@@ -189,7 +189,7 @@ def select_variants(ds: xr.Dataset, variant: Any = None, fields: dict[str, Any] 
         for value in wanted if isinstance(wanted, (list, tuple)) else [wanted]:
             hit |= _match(values, value)
         if not hit.any():
-            raise QueryError(f"{name} {wanted!r} matches no variant; values of {name}: {_available(np.unique(values))}")
+            raise QueryError(f"{name} {wanted!r} matches no variant; values of {name}: {available_text(np.unique(values))}")
         keep &= hit
     if not keep.all():
         if not keep.any():
