@@ -112,7 +112,7 @@ def _only_a_lease(path: Path) -> bool:
 
 
 STAGING_PARTS = frozenset({"store.zarr", "replaced"})
-"""What a staging directory of the layout holds (``writer._create_local``)."""
+"""What a staging directory of the layout holds (``writer.create_store``)."""
 
 
 def remove_stale_staging(location: StoreLocation) -> list[Path]:
