@@ -135,11 +135,11 @@ def _code_only(path: Path) -> str:
 
 
 def test_derived_constants_are_computed_once_in_batch_params() -> None:
-    """The NumPy step, the noise, the feedback rules and the kernels' tables read BatchParams' derived constants;
-    none of them derives one again."""
+    """The NumPy step, the noise, the feedback rules and the kernels' tables read BatchParams' derived constants,
+    and the query metrics the conductance ratios of equations.py; none of them derives one again."""
     engine = PACKAGE / "engine"
     assert DERIVED.search(_code_only(engine / "state.py"))  # the pattern finds them where they are
-    for path in sorted(engine.rglob("*.py")):
+    for path in sorted([*engine.rglob("*.py"), *(PACKAGE / "query").rglob("*.py")]):
         if path.name != "state.py":
             match = DERIVED.search(_code_only(path))
             assert match is None, f"{path.relative_to(PACKAGE)} derives {match.group(0)!r} again"

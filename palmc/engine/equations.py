@@ -110,6 +110,22 @@ def lookahead_voltage(u_old: X, u: X, taur_tau: X, dt: float) -> X:
     return u_old + taur_tau * (u - u_old) / dt
 
 
+def basal_attenuation(g_l: X, g_bas: X, g_api: X) -> X:
+    """c = g_bas / (g_l + g_bas + g_api): the share of the basal potential v^bas a hidden pyramidal soma (with an
+    apical compartment) settles to, without apical input."""
+    return g_bas / (g_l + g_bas + g_api)
+
+
+def output_basal_attenuation(g_l: X, g_bas: X) -> X:
+    """c_out = g_bas / (g_l + g_bas): the same for an output pyramidal cell, which has no apical compartment."""
+    return g_bas / (g_l + g_bas)
+
+
+def dendritic_attenuation(g_l: X, g_den: X) -> X:
+    """c_den = g_den / (g_l + g_den): the share of the dendritic potential v^den an interneuron soma settles to."""
+    return g_den / (g_l + g_den)
+
+
 def dendritic_prediction(conductance_ratio: X, v: X) -> X:
     """c v: the somatic voltage a dendrite predicts, c = g_bas/(g_l+g_bas+g_api) (hidden), g_bas/(g_l+g_bas)
     (output) or g_den/(g_l+g_den) (interneurons)."""

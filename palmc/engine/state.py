@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from palmc.engine import equations as eq
 from palmc.engine.activations import phi
 from palmc.engine.init import NetworkInit
 from palmc.engine.params import ModelParams
@@ -84,9 +85,9 @@ class BatchParams:
 
     def __post_init__(self) -> None:
         dt = self.dt
-        self.c_hid = self.gbas / (self.gl + self.gbas + self.gapi)
-        self.c_out = self.gbas / (self.gl + self.gbas)
-        self.c_den = self.gden / (self.gl + self.gden)
+        self.c_hid = eq.basal_attenuation(self.gl, self.gbas, self.gapi)
+        self.c_out = eq.output_basal_attenuation(self.gl, self.gbas)
+        self.c_den = eq.dendritic_attenuation(self.gl, self.gden)
         self.taur_tau_P = [self.taur * tau for tau in self.tau_P]
         self.taur_tau_I = self.taur * self.tau_I
         self.dt_eta_fw = [dt * eta for eta in self.eta_fw]

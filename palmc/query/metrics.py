@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import xarray as xr
 
+from palmc.engine import equations as eq
 from palmc.query.model import QueryError, available_text
 
 __all__ = [
@@ -334,13 +335,13 @@ def _coord(ds: xr.Dataset, name: str) -> xr.DataArray:
 def c_hidden(ds: xr.Dataset) -> xr.DataArray:
     """c = gbas / (gl + gbas + gapi) (dims: model), the basal attenuation of a pyramidal cell with apical input."""
     gl, gbas, gapi = (_clean(_coord(ds, g)) for g in ("gl", "gbas", "gapi"))
-    return gbas / (gl + gbas + gapi)
+    return eq.basal_attenuation(gl, gbas, gapi)
 
 
 def c_output(ds: xr.Dataset) -> xr.DataArray:
     """c_out = gbas / (gl + gbas) (dims: model), the output layer, which has no apical compartment."""
     gl, gbas = (_clean(_coord(ds, g)) for g in ("gl", "gbas"))
-    return gbas / (gl + gbas)
+    return eq.output_basal_attenuation(gl, gbas)
 
 
 def _transpose(w: xr.DataArray) -> xr.DataArray:
