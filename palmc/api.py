@@ -364,10 +364,12 @@ def _progress_line(path: StoreLocation, ds: xr.Dataset) -> str:
     return f"{done} / {total} run-steps ({100 * done / max(total, 1):.1f} %), {per_run} steps per run"
 
 
-def _run_counts(ds: xr.Dataset) -> str:
-    """How many runs are pending, complete, diverged or failed (from ``run_status``)."""
-    names = list(decode_run_status(ds["run_status"].values, ds["run_status"].attrs).ravel())
-    return ", ".join(f"{names.count(name)} {name}" for name in sorted(set(names)))
+def _run_counts(names: np.ndarray) -> str:
+    """How many runs are pending, complete, diverged or failed (``names``: the decoded ``run_status``)."""
+    counts = dict(zip(*np.unique(names, return_counts=True)))
+    return ", ".join(f"{int(counts[name])} {name}" for name in sorted(counts))
+
+
 def _variant_lines(ds: xr.Dataset) -> list[str]:
     """The variants of a sweep store: listed if few, else summarised (swept fields, their values, a few labels)."""
     from palmc.schema.sweep import LISTED_VARIANTS, summarise_labels, summarise_values
@@ -397,11 +399,13 @@ def info(store: str | Path) -> str:
     versions = json.loads(attrs.get("versions", "{}"))
     status = store_status(attrs, path)
     owner = read_owner(path)
+    run_names = (decode_run_status(ds["run_status"].values, ds["run_status"].attrs).ravel()
+                 if "run_status" in ds.data_vars else None)
     lines = [
         f"store        {path}",
         f"experiment   {attrs.get('name', '?')}  (task {attrs.get('task', '?')})",
-        f"status       {status}{_outcomes_text(ds)}: {_progress_line(path, ds)}",
-        *([f"runs         {_run_counts(ds)}"] if "run_status" in ds.data_vars else []),
+        f"status       {status}{_outcomes_text(run_names)}: {_progress_line(path, ds)}",
+        *([f"runs         {_run_counts(run_names)}"] if run_names is not None else []),
         *([f"writer       {owner.describe()}" + (f" - gone: {owner.gone_reason()}" if owner.gone_reason() else "")]
           if owner is not None else []),
         f"models       {', '.join(map(str, ds['model'].values))}",
@@ -425,11 +429,11 @@ def info(store: str | Path) -> str:
     return "\n".join(lines)
 
 
-def _outcomes_text(ds: xr.Dataset) -> str:
-    """', 2 of 8 runs diverged' (and failed) when some runs did not complete."""
-    if "run_status" not in ds:
+def _outcomes_text(values: np.ndarray | None) -> str:
+    """', 2 of 8 runs diverged' (and failed) when some runs did not complete (``values``: the decoded
+    ``run_status``, None without one)."""
+    if values is None:
         return ""
-    values = decode_run_status(ds["run_status"].values, ds["run_status"].attrs).ravel()
     parts = [f"{int((values == kind).sum())} of {values.size} runs {kind}" for kind in ("diverged", "failed")
              if (values == kind).any()]
     return (", " + ", ".join(parts)) if parts else ""

@@ -238,12 +238,11 @@ def start_local_cluster(plan: Plan, workers: int | None) -> "LocalCluster":
                             dashboard_address=":0", scheduler_kwargs={"dashboard": False}, preload=preload)
 
 
-def connect(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "Client":
-    """A client of the scheduler at ``scheduler``, connected within ``timeout`` seconds, else
-    :class:`SchedulerError` (a closed port, a listener that never answers, an unknown host)."""
+def check_reachable(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+    """Raise :class:`SchedulerError` unless the scheduler at ``scheduler`` answers Dask's handshake within
+    ``timeout`` seconds (a closed port, a listener that never answers, an unknown host)."""
     import asyncio
 
-    from dask.distributed import Client
     from distributed.comm import connect as open_comm
 
     async def handshake() -> None:
@@ -254,12 +253,27 @@ def connect(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "Client
 
     try:
         asyncio.run(handshake())
+    except (OSError, TimeoutError, ValueError) as err:
+        raise _unreachable(scheduler, timeout, err) from None
+
+
+def connect(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> "Client":
+    """A client of the scheduler at ``scheduler``, connected within ``timeout`` seconds, else
+    :class:`SchedulerError`."""
+    from dask.distributed import Client
+
+    check_reachable(scheduler, timeout)
+    try:
         return Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as err:
-        raise SchedulerError(f"cannot connect to the Dask scheduler {scheduler} within {timeout:g} s "
-                             f"({type(err).__name__}: {err}); check the address (--scheduler, "
-                             f"${SCHEDULER_ENV} or compute.scheduler) and that the scheduler is running, or "
-                             "raise the timeout (--connect-timeout, compute.connect_timeout)") from None
+        raise _unreachable(scheduler, timeout, err) from None
+
+
+def _unreachable(scheduler: str, timeout: float, err: BaseException) -> SchedulerError:
+    return SchedulerError(f"cannot connect to the Dask scheduler {scheduler} within {timeout:g} s "
+                          f"({type(err).__name__}: {err}); check the address (--scheduler, "
+                          f"${SCHEDULER_ENV} or compute.scheduler) and that the scheduler is running, or "
+                          "raise the timeout (--connect-timeout, compute.connect_timeout)")
 
 
 def active_client() -> "Client | None":
@@ -273,11 +287,6 @@ def active_client() -> "Client | None":
         return default_client()
     except ValueError:
         return None
-
-
-def check_reachable(scheduler: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
-    """Raise :class:`SchedulerError` unless the scheduler at ``scheduler`` answers within ``timeout`` seconds."""
-    connect(scheduler, timeout).close()
 
 
 @contextmanager
