@@ -188,17 +188,26 @@ class Simulation:
                     patterns: np.ndarray, protocol: Protocol) -> "Simulation":
         """A batch of fw_bw teachers (one per params, seed and initial network; patterns (R, dataset, n_in)):
         no learning, no target, and after settling one epoch that presents the patterns in order."""
+        batch_params = BatchParams.from_models(params, teacher=True)
+        return cls.presenting([RunSpec(seed, "teacher", p, seed, seed) for p, seed in zip(params, seeds)],
+                              batch_params, State.initial(inits, batch_params),
+                              [np.random.RandomState(seed) for seed in seeds],  # never drawn from: no noise
+                              patterns, protocol)
+
+    @classmethod
+    def presenting(cls, runs: list[RunSpec], params: BatchParams, state: State, rngs: list[np.random.RandomState],
+                   patterns: np.ndarray, protocol: Protocol) -> "Simulation":
+        """A batch that learns nothing and has no target, shown ``patterns`` (R, n, n_in) in order (its epochs
+        keep that order): fw_bw teachers, and the frozen copies that evaluations classify with."""
         sim = cls.__new__(cls)
-        sim.runs = [RunSpec(seed, "teacher", p, seed, seed) for p, seed in zip(params, seeds)]
-        sim.protocol = protocol
-        sim.params = BatchParams.from_models(params, teacher=True)
+        sim.runs, sim.params, sim.protocol = runs, params, protocol
         sim.learning = SETTLING
         sim.targets = None
         sim.patterns = patterns
-        sim.state = State.initial(inits, sim.params)
-        sim.rngs = [np.random.RandomState(seed) for seed in seeds]  # never drawn from: a teacher has no noise
-        sim.order = np.tile(np.arange(protocol.dataset_size), (len(seeds), 1))
-        sim.current_input = np.zeros((len(seeds), params[0].layers[0]))
+        sim.state = state
+        sim.rngs = rngs
+        sim.order = np.tile(np.arange(protocol.dataset_size), (len(runs), 1))
+        sim.current_input = np.zeros((len(runs), patterns.shape[2]))
         sim.current_target = None
         sim.reshuffles = False
         return sim
@@ -275,19 +284,11 @@ def frozen_copy(sim: Simulation, inputs: np.ndarray) -> Simulation:
     """
     proto = sim.protocol
     n, Tp, R = len(inputs), proto.steps_per_presentation, len(sim.runs)
-    frozen = object.__new__(Simulation)
-    frozen.runs, frozen.params, frozen.learning = sim.runs, sim.params, SETTLING
-    frozen.protocol = Protocol(task=proto.task, dataset_size=n, epochs=0, steps_per_presentation=Tp,
-                               settling_steps=n * Tp)
-    frozen.targets = None
-    frozen.patterns = np.ascontiguousarray(np.broadcast_to(inputs, (R, *inputs.shape)), dtype=np.float64)
-    frozen.state = State.from_arrays(0, {name: values.copy() for name, values in sim.state.arrays().items()})
-    frozen.rngs = [copy.deepcopy(rng) for rng in sim.rngs]  # never drawn from while settling
-    frozen.order = np.tile(np.arange(n), (R, 1))
-    frozen.reshuffles = False
-    frozen.current_input = np.zeros((R, inputs.shape[1]))
-    frozen.current_target = None
-    return frozen
+    return Simulation.presenting(
+        sim.runs, sim.params, State.from_arrays(0, {name: values.copy() for name, values in sim.state.arrays().items()}),
+        [copy.deepcopy(rng) for rng in sim.rngs],  # never drawn from while settling
+        np.ascontiguousarray(np.broadcast_to(inputs, (R, *inputs.shape)), dtype=np.float64),
+        Protocol(task=proto.task, dataset_size=n, epochs=0, steps_per_presentation=Tp, settling_steps=n * Tp))
 
 
 class _OutputClasses:
