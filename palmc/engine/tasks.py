@@ -284,9 +284,9 @@ def frozen_copy(sim: Simulation, inputs: np.ndarray) -> Simulation:
     """
     proto = sim.protocol
     n, Tp, R = len(inputs), proto.steps_per_presentation, len(sim.runs)
+    state = State.from_arrays(0, {name: values.copy() for name, values in sim.state.arrays().items()})
     return Simulation.presenting(
-        sim.runs, sim.params, State.from_arrays(0, {name: values.copy() for name, values in sim.state.arrays().items()}),
-        [copy.deepcopy(rng) for rng in sim.rngs],  # never drawn from while settling
+        sim.runs, sim.params, state, [copy.deepcopy(rng) for rng in sim.rngs],  # never drawn from while settling
         np.ascontiguousarray(np.broadcast_to(inputs, (R, *inputs.shape)), dtype=np.float64),
         Protocol(task=proto.task, dataset_size=n, epochs=0, steps_per_presentation=Tp, settling_steps=n * Tp))
 
