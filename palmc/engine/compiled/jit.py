@@ -83,6 +83,8 @@ for _name, _function in vars(eq).items():
 # functions of this package are cached under the stamps of all those files together.
 _PACKAGE = Path(__file__).resolve().parent
 _SOURCES = (Path(eq.__file__).resolve(), *sorted(_PACKAGE.glob("*.py")))
+# kernels generated from a module's templates (codegen.compile_kernel): their code's file name -> the module
+GENERATED_FROM: dict[str, Path] = {}
 
 
 class _EngineSourcesLocator(caching._CacheLocator):
@@ -105,6 +107,7 @@ class _EngineSourcesLocator(caching._CacheLocator):
 
     @classmethod
     def from_function(cls, py_func, py_file):  # type: ignore[no-untyped-def]
+        py_file = str(GENERATED_FROM.get(py_file, py_file))  # a generated kernel is cached beside its module
         if Path(py_file).resolve().parent != _PACKAGE:
             return None
         for other in caching.CacheImpl._locator_classes:

@@ -24,10 +24,12 @@ How the loops are written, and why (measured figures: docs/performance.md):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from palmc.engine import equations as eq
 from palmc.engine.compiled.activations import HARD_SIGMOID, LOGISTIC, TANH, phi, phi4, phi_prime
+from palmc.engine.compiled.codegen import (
+    SEGMENT_ARGUMENTS, SEGMENT_DOC, SEGMENT_START, compile_kernel, fill, network, unroll,
+)
 from palmc.engine.compiled.feedback import VARPHI, WEIGHT_DECAY, pal_increment
 from palmc.engine.compiled.jit import KERNEL_OPTIONS, U0, U1, U2, U3, U4, U5, U6, U7, U8
 from palmc.engine.compiled.mt19937 import normals
@@ -40,33 +42,108 @@ from palmc.engine.compiled.packing import (
 )
 from palmc.engine.compiled.schedule import next_presentation, redraws
 
+# -- templates (codegen.py: $name is filled in, a statement with @ stands for the four neurons of a block) ------
+# the two populations of step 1's template
+PYRAMIDAL = dict(layers="L", size="n4[i + U1]", act="acts[i]", taur_tau="lp[r, LP_TAUR_TAU_P, i]",
+                 u="uP", u_old="uP_old", u_breve="uP_breve", rate="rP", rate_old="rP_old")
+INTERNEURONS = dict(layers="H", size="n4[i + U2]", act="acts[i + U1]", taur_tau="taur_tau_I",
+                    u="uI", u_old="uI_old", u_breve="uI_breve", rate="rI", rate_old="rI_old")
 
-@njit(**KERNEL_OPTIONS)
-def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
-                     uI, uI_old, uI_breve, rI, vden, vapi, vapi_noise,
-                     WPP, dWPP, dWPP_LO, WIP, dWIP, BPP, dBPP, BPI, dBPI,
-                     r0, r0_LO, hi_rec, counter, mt_key, mt_out, mt_pos, mt_has_gauss, mt_cached,
-                     patterns, targets, order, first, n_steps, settling, per_pattern, layers, acts, dt, rp, lp, fl,
-                     forward, lateral, feedback, has_target):  # pragma: no cover - compiled
-    """Advance every run by ``n_steps`` steps (the first is step ``first``) of one phase (settling or one epoch).
+# step 1 of one population: lookahead u-breve and rates phi(u-breve), keeping the old rates
+LOOKAHEAD = """
+for i in range($layers):
+    n, code, taur_tau = $size, $act, $taur_tau
+    ok = True
+    for a in range(U0, n, U4):
+        o@ = $u_old[r, i, a + U@]
+        u@ = $u[r, i, a + U@]
+        q@ = $rate[r, i, a + U@]
+        b@ = eq.lookahead_voltage(o@, u@, taur_tau, dt)
+        p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
+        ok &= ok4
+        $rate_old[i, a + U@] = q@
+        $u_breve[r, i, a + U@] = b@
+        $u_old[r, i, a + U@] = u@
+        $rate[r, i, a + U@] = p@
+    if not ok:
+        for a in range(n):
+            $rate[r, i, a] = phi(code, $u_breve[r, i, a])
+"""
 
-    The pattern of a step is picked as ``Simulation.step_inputs`` does: the unshuffled sequence while settling
-    (``first <= settling``), else ``order[r]``, each pattern for ``per_pattern`` steps. The learning flags and
-    ``has_target`` are those of the phase. At the last step every increment is stored (earlier ones are not
-    observable), and ``hi_rec`` receives r^HI as the recorder sees it (before that step's high-pass update).
+# a postsynaptic factor of step 4: rate - phi(c v_old) (v^bas for W^PP, v^den for W^IP)
+PREDICTION_ERROR = """
+ok = True
+for a in range(U0, n, U4):
+    d@ = eq.dendritic_prediction($c, $v[r, i, a + U@])
+    p0, p1, p2, p3, ok4 = phi4(code, d0, d1, d2, d3)
+    ok &= ok4
+    $post[i, a + U@] = eq.prediction_error($rate[r, i, a + U@], p@)
+if not ok:
+    for a in range(n):
+        $post[i, a] = eq.prediction_error($rate[r, i, a], phi(code, eq.dendritic_prediction($c, $v[r, i, a])))
+"""
+
+# step 2's mat-vecs: outputs a, a+1, ... held in registers while summing over the real presynaptic b in order
+MATVEC = """
+a = U0
+while a + U8 <= n:  # eight outputs at a time, then four
+    $sums8
+    a += U8
+if a < n:
+    $sums4
+"""
+SUMS = """
+s@ = 0.0
+for b in range(n_pre):
+    xb = $x
+    s@ += $W[r, i, b, a + U@] * xb
+$out = s@
+"""
+APICAL_SUMS = """
+s@ = 0.0
+t@ = 0.0
+for b in range(n_pre):
+    xb, xc = rP[r, i + U1, b], rI[r, i, b]
+    s@ += BPP[r, i, b, a + U@] * xb
+    t@ += BPI[r, i, b, a + U@] * xc
+v@ = eq.apical_potential(s@, t@)
+vapi[r, i, a + U@] = v@
+"""
+
+# step 5 for the weights W[r, i, b, :] of one presynaptic neuron b: W += dW, with the increment dW computed in
+# the same pass (blocks of four, all loads before the stores: the strides are run-time values, so the compiler
+# cannot tell that a store leaves a neighbour's load alone); $low_pass: PAL moves W^PP by the low-pass of dW
+ADD_INCREMENT = """
+for a in range(U0, n, U4):
+    m@ = $post
+    w@ = $W[r, i, b, a + U@]
+    d@ = $increment
+    $low_pass
+    $W[r, i, b, a + U@] = w@ + d@
+"""
+LOW_PASS = """
+d@ = eq.low_pass(dWPP_LO[r, i, b, a + U@], d@, dt_over_tauLO)
+dWPP_LO[r, i, b, a + U@] = d@
+"""
+# the presynaptic factor of dW^PP: the rate of layer i-1 (the input for i = 0), low-passed with r_lp
+FORWARD_PRE = """
+if r_lp:
+    pre = r0_LO[r, b] if i == U0 else r_LO[r, i - U1, b]
+else:
+    pre = r0_old[b] if i == U0 else rP_old[i - U1, b]
+"""
+
+KERNEL = """
+def advance_segment($arguments):  # pragma: no cover - compiled
+    \"""Advance every run by ``n_steps`` steps (the first is step ``first``) of one phase (settling or one epoch).
+
+    $doc
     Indices: i = engine list entry, a = postsynaptic (or only) neuron, b = presynaptic neuron; weights are
     stored as W[r, i, b, a].
-    """
-    R, n_steps = np.uint64(order.shape[0]), np.uint64(n_steps)
-    n_patterns, Tp, S, first = np.uint64(order.shape[1]), np.uint64(per_pattern), np.uint64(settling), np.uint64(first)
-    settle = first <= S  # a segment never spans the end of settling
-    within = (first - U1) % (n_patterns * Tp) if settle else (first - S - U1) % (n_patterns * Tp)
-    nL, Wd = layers.shape[0] - 1, uP.shape[2]
-    L = np.uint64(nL)
-    H = L - U1
-    n_in = layers[0]
+    \"""
+    $segment_start
+    R, Wd = np.uint64(order.shape[0]), uP.shape[2]
     n4 = (layers + U3) // U4 * U4  # padded layer sizes
-    nH = max(nL - 1, 1)
     rP_old, rI_old, r0_old = np.zeros((nL, Wd)), np.zeros((nH, Wd)), np.zeros(Wd)
     dUP, dUI = np.zeros((nL, Wd)), np.zeros((nH, Wd))
     postP, postI = np.zeros((nL, Wd)), np.zeros((nH, Wd))  # postsynaptic factors of dW^PP, dW^IP
@@ -98,45 +175,8 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
 
             # ---- step 1: lookahead u-breve = u_old + taur tau (u - u_old) / dt and rates phi(u-breve),
             # keeping the old rates; then the new input
-            for i in range(L):
-                n, code = n4[i + U1], acts[i]
-                taur_tau_P = lp[r, LP_TAUR_TAU_P, i]
-                ok = True
-                for a in range(U0, n, U4):
-                    a1, a2, a3 = a + U1, a + U2, a + U3
-                    o0, o1, o2, o3 = uP_old[r, i, a], uP_old[r, i, a1], uP_old[r, i, a2], uP_old[r, i, a3]
-                    u0, u1, u2, u3 = uP[r, i, a], uP[r, i, a1], uP[r, i, a2], uP[r, i, a3]
-                    q0, q1, q2, q3 = rP[r, i, a], rP[r, i, a1], rP[r, i, a2], rP[r, i, a3]
-                    b0, b1 = eq.lookahead_voltage(o0, u0, taur_tau_P, dt), eq.lookahead_voltage(o1, u1, taur_tau_P, dt)
-                    b2, b3 = eq.lookahead_voltage(o2, u2, taur_tau_P, dt), eq.lookahead_voltage(o3, u3, taur_tau_P, dt)
-                    p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
-                    ok &= ok4
-                    rP_old[i, a], rP_old[i, a1], rP_old[i, a2], rP_old[i, a3] = q0, q1, q2, q3
-                    uP_breve[r, i, a], uP_breve[r, i, a1], uP_breve[r, i, a2], uP_breve[r, i, a3] = b0, b1, b2, b3
-                    uP_old[r, i, a], uP_old[r, i, a1], uP_old[r, i, a2], uP_old[r, i, a3] = u0, u1, u2, u3
-                    rP[r, i, a], rP[r, i, a1], rP[r, i, a2], rP[r, i, a3] = p0, p1, p2, p3
-                if not ok:
-                    for a in range(n):
-                        rP[r, i, a] = phi(code, uP_breve[r, i, a])
-            for i in range(H):
-                n, code = n4[i + U2], acts[i + U1]
-                ok = True
-                for a in range(U0, n, U4):
-                    a1, a2, a3 = a + U1, a + U2, a + U3
-                    o0, o1, o2, o3 = uI_old[r, i, a], uI_old[r, i, a1], uI_old[r, i, a2], uI_old[r, i, a3]
-                    u0, u1, u2, u3 = uI[r, i, a], uI[r, i, a1], uI[r, i, a2], uI[r, i, a3]
-                    q0, q1, q2, q3 = rI[r, i, a], rI[r, i, a1], rI[r, i, a2], rI[r, i, a3]
-                    b0, b1 = eq.lookahead_voltage(o0, u0, taur_tau_I, dt), eq.lookahead_voltage(o1, u1, taur_tau_I, dt)
-                    b2, b3 = eq.lookahead_voltage(o2, u2, taur_tau_I, dt), eq.lookahead_voltage(o3, u3, taur_tau_I, dt)
-                    p0, p1, p2, p3, ok4 = phi4(code, b0, b1, b2, b3)
-                    ok &= ok4
-                    rI_old[i, a], rI_old[i, a1], rI_old[i, a2], rI_old[i, a3] = q0, q1, q2, q3
-                    uI_breve[r, i, a], uI_breve[r, i, a1], uI_breve[r, i, a2], uI_breve[r, i, a3] = b0, b1, b2, b3
-                    uI_old[r, i, a], uI_old[r, i, a1], uI_old[r, i, a2], uI_old[r, i, a3] = u0, u1, u2, u3
-                    rI[r, i, a], rI[r, i, a1], rI[r, i, a2], rI[r, i, a3] = p0, p1, p2, p3
-                if not ok:
-                    for a in range(n):
-                        rI[r, i, a] = phi(code, uI_breve[r, i, a])
+            $lookahead_P
+            $lookahead_I
             for b in range(n_in):
                 r0_old[b] = r0[r, b]
                 r0[r, b] = patterns[r, smp, b]
@@ -149,19 +189,7 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                 c = c_out if i == L - U1 else c_hid
                 if need_fw or post_lp:
                     if use_act:  # r-breve - phi(c v^bas_old)
-                        ok = True
-                        for a in range(U0, n, U4):
-                            a1, a2, a3 = a + U1, a + U2, a + U3
-                            p0, p1, p2, p3, ok4 = phi4(code, eq.dendritic_prediction(c, vbas[r, i, a]),
-                                                       eq.dendritic_prediction(c, vbas[r, i, a1]),
-                                                       eq.dendritic_prediction(c, vbas[r, i, a2]),
-                                                       eq.dendritic_prediction(c, vbas[r, i, a3]))
-                            ok &= ok4
-                            postP[i, a], postP[i, a1] = eq.prediction_error(rP[r, i, a], p0), eq.prediction_error(rP[r, i, a1], p1)
-                            postP[i, a2], postP[i, a3] = eq.prediction_error(rP[r, i, a2], p2), eq.prediction_error(rP[r, i, a3], p3)
-                        if not ok:
-                            for a in range(n):
-                                postP[i, a] = eq.prediction_error(rP[r, i, a], phi(code, eq.dendritic_prediction(c, vbas[r, i, a])))
+                        $post_P
                     else:  # u-breve - c v^bas_old
                         for a in range(n):
                             postP[i, a] = eq.prediction_error(uP_breve[r, i, a], eq.dendritic_prediction(c, vbas[r, i, a]))
@@ -195,19 +223,8 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                         for a in range(n4[i + U1]):
                             neg_vapi_old[i, a] = -vapi[r, i, a]
                         continue
-                    ok = True
-                    for a in range(U0, n, U4):  # r^I - phi(g_den/(g_l+g_den) v^den_old)
-                        a1, a2, a3 = a + U1, a + U2, a + U3
-                        p0, p1, p2, p3, ok4 = phi4(code, eq.dendritic_prediction(c_den, vden[r, i, a]),
-                                                   eq.dendritic_prediction(c_den, vden[r, i, a1]),
-                                                   eq.dendritic_prediction(c_den, vden[r, i, a2]),
-                                                   eq.dendritic_prediction(c_den, vden[r, i, a3]))
-                        ok &= ok4
-                        postI[i, a], postI[i, a1] = eq.prediction_error(rI[r, i, a], p0), eq.prediction_error(rI[r, i, a1], p1)
-                        postI[i, a2], postI[i, a3] = eq.prediction_error(rI[r, i, a2], p2), eq.prediction_error(rI[r, i, a3], p3)
-                    if not ok:
-                        for a in range(n):
-                            postI[i, a] = eq.prediction_error(rI[r, i, a], phi(code, eq.dendritic_prediction(c_den, vden[r, i, a])))
+                    # r^I - phi(g_den/(g_l+g_den) v^den_old)
+                    $post_I
                     for a in range(n4[i + U1]):
                         neg_vapi_old[i, a] = -vapi[r, i, a]
 
@@ -221,58 +238,10 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                 else:
                     for b in range(n_pre):
                         x[b] = rP[r, i - U1, b]
-                a = U0
-                while a + U8 <= n:  # eight outputs at a time in registers, then four
-                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-                    for b in range(n_pre):
-                        xb = x[b]
-                        s0 += WPP[r, i, b, a] * xb
-                        s1 += WPP[r, i, b, a + U1] * xb
-                        s2 += WPP[r, i, b, a + U2] * xb
-                        s3 += WPP[r, i, b, a + U3] * xb
-                        s4 += WPP[r, i, b, a + U4] * xb
-                        s5 += WPP[r, i, b, a + U5] * xb
-                        s6 += WPP[r, i, b, a + U6] * xb
-                        s7 += WPP[r, i, b, a + U7] * xb
-                    vbas[r, i, a], vbas[r, i, a + U1], vbas[r, i, a + U2], vbas[r, i, a + U3] = s0, s1, s2, s3
-                    vbas[r, i, a + U4], vbas[r, i, a + U5], vbas[r, i, a + U6], vbas[r, i, a + U7] = s4, s5, s6, s7
-                    a += U8
-                if a < n:
-                    s0 = s1 = s2 = s3 = 0.0
-                    for b in range(n_pre):
-                        xb = x[b]
-                        s0 += WPP[r, i, b, a] * xb
-                        s1 += WPP[r, i, b, a + U1] * xb
-                        s2 += WPP[r, i, b, a + U2] * xb
-                        s3 += WPP[r, i, b, a + U3] * xb
-                    vbas[r, i, a], vbas[r, i, a + U1], vbas[r, i, a + U2], vbas[r, i, a + U3] = s0, s1, s2, s3
+                $matvec_bas
             for i in range(H):  # v^den_i = W^IP_i r_i, low-passed with inter_low_pass
                 n, n_pre = n4[i + U2], layers[i + U1]
-                a = U0
-                while a + U8 <= n:  # eight outputs at a time in registers, then four
-                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-                    for b in range(n_pre):
-                        xb = rP[r, i, b]
-                        s0 += WIP[r, i, b, a] * xb
-                        s1 += WIP[r, i, b, a + U1] * xb
-                        s2 += WIP[r, i, b, a + U2] * xb
-                        s3 += WIP[r, i, b, a + U3] * xb
-                        s4 += WIP[r, i, b, a + U4] * xb
-                        s5 += WIP[r, i, b, a + U5] * xb
-                        s6 += WIP[r, i, b, a + U6] * xb
-                        s7 += WIP[r, i, b, a + U7] * xb
-                    y[a], y[a + U1], y[a + U2], y[a + U3] = s0, s1, s2, s3
-                    y[a + U4], y[a + U5], y[a + U6], y[a + U7] = s4, s5, s6, s7
-                    a += U8
-                if a < n:
-                    s0 = s1 = s2 = s3 = 0.0
-                    for b in range(n_pre):
-                        xb = rP[r, i, b]
-                        s0 += WIP[r, i, b, a] * xb
-                        s1 += WIP[r, i, b, a + U1] * xb
-                        s2 += WIP[r, i, b, a + U2] * xb
-                        s3 += WIP[r, i, b, a + U3] * xb
-                    y[a], y[a + U1], y[a + U2], y[a + U3] = s0, s1, s2, s3
+                $matvec_den
                 if inter_lp:
                     for a in range(n):
                         vden[r, i, a] = eq.low_pass(vden[r, i, a], y[a], dt_over_tauLO)
@@ -281,51 +250,7 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                         vden[r, i, a] = y[a]
             for i in range(H):  # v^api_i = B^PP_i r_{i+1} + B^PI_i r^I_i; the soma gets + xi (the old noise)
                 n, n_pre = n4[i + U1], layers[i + U2]
-                a = U0
-                while a + U8 <= n:  # eight outputs at a time in registers, then four
-                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-                    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = 0.0
-                    for b in range(n_pre):
-                        xb, xc = rP[r, i + U1, b], rI[r, i, b]
-                        s0 += BPP[r, i, b, a] * xb
-                        s1 += BPP[r, i, b, a + U1] * xb
-                        s2 += BPP[r, i, b, a + U2] * xb
-                        s3 += BPP[r, i, b, a + U3] * xb
-                        s4 += BPP[r, i, b, a + U4] * xb
-                        s5 += BPP[r, i, b, a + U5] * xb
-                        s6 += BPP[r, i, b, a + U6] * xb
-                        s7 += BPP[r, i, b, a + U7] * xb
-                        t0 += BPI[r, i, b, a] * xc
-                        t1 += BPI[r, i, b, a + U1] * xc
-                        t2 += BPI[r, i, b, a + U2] * xc
-                        t3 += BPI[r, i, b, a + U3] * xc
-                        t4 += BPI[r, i, b, a + U4] * xc
-                        t5 += BPI[r, i, b, a + U5] * xc
-                        t6 += BPI[r, i, b, a + U6] * xc
-                        t7 += BPI[r, i, b, a + U7] * xc
-                    v0, v1 = eq.apical_potential(s0, t0), eq.apical_potential(s1, t1)
-                    v2, v3 = eq.apical_potential(s2, t2), eq.apical_potential(s3, t3)
-                    v4, v5 = eq.apical_potential(s4, t4), eq.apical_potential(s5, t5)
-                    v6, v7 = eq.apical_potential(s6, t6), eq.apical_potential(s7, t7)
-                    vapi[r, i, a], vapi[r, i, a + U1], vapi[r, i, a + U2], vapi[r, i, a + U3] = v0, v1, v2, v3
-                    vapi[r, i, a + U4], vapi[r, i, a + U5], vapi[r, i, a + U6], vapi[r, i, a + U7] = v4, v5, v6, v7
-                    a += U8
-                if a < n:
-                    s0 = s1 = s2 = s3 = 0.0
-                    t0 = t1 = t2 = t3 = 0.0
-                    for b in range(n_pre):
-                        xb, xc = rP[r, i + U1, b], rI[r, i, b]
-                        s0 += BPP[r, i, b, a] * xb
-                        s1 += BPP[r, i, b, a + U1] * xb
-                        s2 += BPP[r, i, b, a + U2] * xb
-                        s3 += BPP[r, i, b, a + U3] * xb
-                        t0 += BPI[r, i, b, a] * xc
-                        t1 += BPI[r, i, b, a + U1] * xc
-                        t2 += BPI[r, i, b, a + U2] * xc
-                        t3 += BPI[r, i, b, a + U3] * xc
-                    v0, v1 = eq.apical_potential(s0, t0), eq.apical_potential(s1, t1)
-                    v2, v3 = eq.apical_potential(s2, t2), eq.apical_potential(s3, t3)
-                    vapi[r, i, a], vapi[r, i, a + U1], vapi[r, i, a + U2], vapi[r, i, a + U3] = v0, v1, v2, v3
+                $matvec_api
                 for a in range(n):  # the noise the soma sees
                     vapi_noise[r, i, a] = eq.with_apical_noise(vapi[r, i, a], noise[r, i, a])
 
@@ -410,9 +335,7 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                     code = acts[i]
                     for a in range(layers[i + U1]):
                         slope[i, a] = phi_prime(code, uP_breve[r, i, a])
-            if last:
-                # The segment's last step: store every increment (the recorder may read them), then apply
-                # those the phase allows. Same equations as the fused passes below, so the same bits.
+            if last:  # the segment's last step: store every increment (the recorder may read them)
                 for i in range(H):
                     n, n_int = n4[i + U1], n4[i + U2]
                     dt_eta_PI, eta_PI_on = lp[r, LP_DT_ETA_PI, i], lp[r, LP_ETA_PI_ON, i] != 0.0
@@ -434,127 +357,55 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                 for i in range(L):  # dW^PP = dt eta_fw post (x) pre
                     n, dt_eta_fw = n4[i + U1], lp[r, LP_DT_ETA_FW, i]
                     for b in range(layers[i]):
-                        if r_lp:
-                            pre = r0_LO[r, b] if i == U0 else r_LO[r, i - U1, b]
-                        else:
-                            pre = r0_old[b] if i == U0 else rP_old[i - U1, b]
+                        $forward_pre
                         for a in range(n):
                             dWPP[r, i, b, a] = eq.plasticity_increment(dt_eta_fw, postP[i, a], pre)
+            # Then apply the increments the phase allows, each fused with its computation in one pass (at the
+            # last step the same numbers again: increments are pure functions of the state before the updates).
+            if lateral:
                 for i in range(H):
-                    for b in range(layers[i + U2]):
-                        for a in range(n4[i + U1]):
-                            if lateral:
-                                BPI[r, i, b, a] = BPI[r, i, b, a] + dBPI[r, i, b, a]
-                            if feedback:
-                                BPP[r, i, b, a] = BPP[r, i, b, a] + dBPP[r, i, b, a]
-                    if lateral:
-                        for b in range(layers[i + U1]):
-                            for a in range(n4[i + U2]):
-                                WIP[r, i, b, a] = WIP[r, i, b, a] + dWIP[r, i, b, a]
-                if forward:
-                    for i in range(L):
-                        for b in range(layers[i]):
-                            for a in range(n4[i + U1]):
-                                if w_lo:  # PAL moves W^PP by the low-pass of its increments
-                                    lo_d = eq.low_pass(dWPP_LO[r, i, b, a], dWPP[r, i, b, a], dt_over_tauLO)
-                                    dWPP_LO[r, i, b, a] = lo_d
-                                    WPP[r, i, b, a] = WPP[r, i, b, a] + lo_d
-                                else:
-                                    WPP[r, i, b, a] = WPP[r, i, b, a] + dWPP[r, i, b, a]
-            else:
-                # Any other step: increments are only applied (they are overwritten unseen), each fused with
-                # its update in one pass over blocks of four neighbours, all loads before the stores (the strides
-                # are run-time values: the compiler cannot tell that a store leaves a neighbour's load alone).
-                if lateral:
-                    for i in range(H):
-                        n, dt_eta_PI, dt_eta_IP = n4[i + U1], lp[r, LP_DT_ETA_PI, i], lp[r, LP_DT_ETA_IP, i]
-                        if lp[r, LP_ETA_PI_ON, i] != 0.0:  # B^PI += dt eta_PI (-v^api_old) (x) r^I_old
-                            for b in range(layers[i + U2]):
-                                rI_pre = rI_old[i, b]
-                                for a in range(U0, n, U4):
-                                    a1, a2, a3 = a + U1, a + U2, a + U3
-                                    m0, m1 = neg_vapi_old[i, a], neg_vapi_old[i, a1]
-                                    m2, m3 = neg_vapi_old[i, a2], neg_vapi_old[i, a3]
-                                    w0, w1, w2, w3 = BPI[r, i, b, a], BPI[r, i, b, a1], BPI[r, i, b, a2], BPI[r, i, b, a3]
-                                    BPI[r, i, b, a] = w0 + eq.plasticity_increment(dt_eta_PI, m0, rI_pre)
-                                    BPI[r, i, b, a1] = w1 + eq.plasticity_increment(dt_eta_PI, m1, rI_pre)
-                                    BPI[r, i, b, a2] = w2 + eq.plasticity_increment(dt_eta_PI, m2, rI_pre)
-                                    BPI[r, i, b, a3] = w3 + eq.plasticity_increment(dt_eta_PI, m3, rI_pre)
-                        else:  # B^PI += 0
-                            for b in range(layers[i + U2]):
-                                for a in range(n):
-                                    BPI[r, i, b, a] = BPI[r, i, b, a] + 0.0
-                        n = n4[i + U2]
-                        if skip_wip[i]:
-                            continue
-                        for b in range(layers[i + U1]):  # W^IP += dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
-                            pre = rP_old[i, b]
-                            for a in range(U0, n, U4):
-                                a1, a2, a3 = a + U1, a + U2, a + U3
-                                m0, m1, m2, m3 = postI[i, a], postI[i, a1], postI[i, a2], postI[i, a3]
-                                w0, w1, w2, w3 = WIP[r, i, b, a], WIP[r, i, b, a1], WIP[r, i, b, a2], WIP[r, i, b, a3]
-                                WIP[r, i, b, a] = w0 + eq.plasticity_increment(dt_eta_IP, m0, pre)
-                                WIP[r, i, b, a1] = w1 + eq.plasticity_increment(dt_eta_IP, m1, pre)
-                                WIP[r, i, b, a2] = w2 + eq.plasticity_increment(dt_eta_IP, m2, pre)
-                                WIP[r, i, b, a3] = w3 + eq.plasticity_increment(dt_eta_IP, m3, pre)
-                if feedback:
-                    for i in range(H):
-                        n, dt_eta_bw, dt_alpha_eta_bw = n4[i + U1], lp[r, LP_DT_ETA_BW, i], lp[r, LP_DT_ALPHA_ETA_BW, i]
-                        if not is_pal:  # BP, FA: B^PP += 0
-                            for b in range(layers[i + U2]):
-                                for a in range(n):
-                                    BPP[r, i, b, a] = BPP[r, i, b, a] + 0.0
-                            continue
+                    n, dt_eta_PI, dt_eta_IP = n4[i + U1], lp[r, LP_DT_ETA_PI, i], lp[r, LP_DT_ETA_IP, i]
+                    if lp[r, LP_ETA_PI_ON, i] != 0.0:  # B^PI += dt eta_PI (-v^api_old) (x) r^I_old
                         for b in range(layers[i + U2]):
-                            r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
-                            if regularizer == WEIGHT_DECAY:  # the usual case, branch-free: blocks of four
-                                for a in range(U0, n, U4):
-                                    a1, a2, a3 = a + U1, a + U2, a + U3
-                                    z0, z1, z2, z3 = noise[r, i, a], noise[r, i, a1], noise[r, i, a2], noise[r, i, a3]
-                                    w0, w1, w2, w3 = BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3]
-                                    d0 = pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, z0, r_pre, w0, 0.0, 0.0)
-                                    d1 = pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, z1, r_pre, w1, 0.0, 0.0)
-                                    d2 = pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, z2, r_pre, w2, 0.0, 0.0)
-                                    d3 = pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, z3, r_pre, w3, 0.0, 0.0)
-                                    BPP[r, i, b, a], BPP[r, i, b, a1], BPP[r, i, b, a2], BPP[r, i, b, a3] = w0 + d0, w1 + d1, w2 + d2, w3 + d3
-                            else:
-                                for a in range(n):
-                                    w = BPP[r, i, b, a]
-                                    BPP[r, i, b, a] = w + pal_increment(regularizer, dt_eta_bw, dt_alpha_eta_bw,
-                                                                        noise[r, i, a], r_pre, w, slope[i, a],
-                                                                        slope[i + U1, b])
-                if forward:
-                    for i in range(L):
-                        n, dt_eta_fw = n4[i + U1], lp[r, LP_DT_ETA_FW, i]
-                        for b in range(layers[i]):
-                            if r_lp:
-                                pre = r0_LO[r, b] if i == U0 else r_LO[r, i - U1, b]
-                            else:
-                                pre = r0_old[b] if i == U0 else rP_old[i - U1, b]
-                            if w_lo:  # PAL moves W^PP by the low-pass of its increments
-                                for a in range(U0, n, U4):
-                                    a1, a2, a3 = a + U1, a + U2, a + U3
-                                    m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
-                                    l0, l1 = dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1]
-                                    l2, l3 = dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3]
-                                    w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
-                                    l0 = eq.low_pass(l0, eq.plasticity_increment(dt_eta_fw, m0, pre), dt_over_tauLO)
-                                    l1 = eq.low_pass(l1, eq.plasticity_increment(dt_eta_fw, m1, pre), dt_over_tauLO)
-                                    l2 = eq.low_pass(l2, eq.plasticity_increment(dt_eta_fw, m2, pre), dt_over_tauLO)
-                                    l3 = eq.low_pass(l3, eq.plasticity_increment(dt_eta_fw, m3, pre), dt_over_tauLO)
-                                    dWPP_LO[r, i, b, a], dWPP_LO[r, i, b, a1] = l0, l1
-                                    dWPP_LO[r, i, b, a2], dWPP_LO[r, i, b, a3] = l2, l3
-                                    WPP[r, i, b, a], WPP[r, i, b, a1] = w0 + l0, w1 + l1
-                                    WPP[r, i, b, a2], WPP[r, i, b, a3] = w2 + l2, w3 + l3
-                            else:
-                                for a in range(U0, n, U4):
-                                    a1, a2, a3 = a + U1, a + U2, a + U3
-                                    m0, m1, m2, m3 = postP[i, a], postP[i, a1], postP[i, a2], postP[i, a3]
-                                    w0, w1, w2, w3 = WPP[r, i, b, a], WPP[r, i, b, a1], WPP[r, i, b, a2], WPP[r, i, b, a3]
-                                    WPP[r, i, b, a] = w0 + eq.plasticity_increment(dt_eta_fw, m0, pre)
-                                    WPP[r, i, b, a1] = w1 + eq.plasticity_increment(dt_eta_fw, m1, pre)
-                                    WPP[r, i, b, a2] = w2 + eq.plasticity_increment(dt_eta_fw, m2, pre)
-                                    WPP[r, i, b, a3] = w3 + eq.plasticity_increment(dt_eta_fw, m3, pre)
+                            rI_pre = rI_old[i, b]
+                            $add_BPI
+                    else:  # B^PI += 0
+                        for b in range(layers[i + U2]):
+                            for a in range(n):
+                                BPI[r, i, b, a] = BPI[r, i, b, a] + 0.0
+                    n = n4[i + U2]
+                    if skip_wip[i]:
+                        continue
+                    for b in range(layers[i + U1]):  # W^IP += dt eta_IP (r^I - phi(c v^den_old)) (x) r_old
+                        pre = rP_old[i, b]
+                        $add_WIP
+            if feedback:
+                for i in range(H):
+                    n, dt_eta_bw, dt_alpha_eta_bw = n4[i + U1], lp[r, LP_DT_ETA_BW, i], lp[r, LP_DT_ALPHA_ETA_BW, i]
+                    if not is_pal:  # BP, FA: B^PP += 0
+                        for b in range(layers[i + U2]):
+                            for a in range(n):
+                                BPP[r, i, b, a] = BPP[r, i, b, a] + 0.0
+                        continue
+                    for b in range(layers[i + U2]):
+                        r_pre = rHI[r, i + U1, b] if hi_pass else rP[r, i + U1, b]
+                        if regularizer == WEIGHT_DECAY:  # the usual case, branch-free: blocks of four
+                            $add_BPP
+                        else:
+                            for a in range(n):
+                                w = BPP[r, i, b, a]
+                                BPP[r, i, b, a] = w + pal_increment(regularizer, dt_eta_bw, dt_alpha_eta_bw,
+                                                                    noise[r, i, a], r_pre, w, slope[i, a],
+                                                                    slope[i + U1, b])
+            if forward:
+                for i in range(L):
+                    n, dt_eta_fw = n4[i + U1], lp[r, LP_DT_ETA_FW, i]
+                    for b in range(layers[i]):
+                        $forward_pre
+                        if w_lo:  # PAL moves W^PP by the low-pass of its increments
+                            $add_WPP_low_pass
+                        else:
+                            $add_WPP
             for i in range(L):  # somata
                 for a in range(n4[i + U1]):
                     uP[r, i, a] = uP[r, i, a] + dUP[i, a]
@@ -572,3 +423,35 @@ def advance_segment(uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO,
                     rHI[r, i, a] = eq.high_pass(rHI[r, i, a], rP[r, i, a], rP_old[i, a], dt_over_tauHP)
 
         mt_pos[r], mt_has_gauss[r], mt_cached[r] = np.int64(pos), has_gauss, cached
+"""
+
+
+def _source() -> str:
+    """The kernel's text: KERNEL with its blocks filled in and written out for four neurons at a time."""
+    fw = dict(post="postP[i, a + U@]", W="WPP", increment="eq.plasticity_increment(dt_eta_fw, m@, pre)")
+    parts = dict(
+        arguments=fill(SEGMENT_ARGUMENTS, lane_args=""), doc=SEGMENT_DOC, segment_start=SEGMENT_START,
+        lookahead_P=fill(LOOKAHEAD, **PYRAMIDAL), lookahead_I=fill(LOOKAHEAD, **INTERNEURONS),
+        post_P=fill(PREDICTION_ERROR, c="c", v="vbas", post="postP", rate="rP"),
+        post_I=fill(PREDICTION_ERROR, c="c_den", v="vden", post="postI", rate="rI"),
+        matvec_bas=_matvec(SUMS, x="x[b]", W="WPP", out="vbas[r, i, a + U@]"),
+        matvec_den=_matvec(SUMS, x="rP[r, i, b]", W="WIP", out="y[a + U@]"),
+        matvec_api=_matvec(APICAL_SUMS),
+        forward_pre=FORWARD_PRE,
+        add_BPI=fill(ADD_INCREMENT, post="neg_vapi_old[i, a + U@]", W="BPI", low_pass="",
+                     increment="eq.plasticity_increment(dt_eta_PI, m@, rI_pre)"),
+        add_WIP=fill(ADD_INCREMENT, post="postI[i, a + U@]", W="WIP", low_pass="",
+                     increment="eq.plasticity_increment(dt_eta_IP, m@, pre)"),
+        add_BPP=fill(ADD_INCREMENT, post="noise[r, i, a + U@]", W="BPP", low_pass="",
+                     increment="pal_increment(WEIGHT_DECAY, dt_eta_bw, dt_alpha_eta_bw, m@, r_pre, w@, 0.0, 0.0)"),
+        add_WPP=fill(ADD_INCREMENT, **fw, low_pass=""),
+        add_WPP_low_pass=fill(ADD_INCREMENT, **fw, low_pass=LOW_PASS),
+    )
+    return unroll(fill(KERNEL, **parts)) + "\n"
+
+
+def _matvec(sums: str, **names: str) -> str:
+    return fill(MATVEC, sums8=unroll(fill(sums, **names), 8), sums4=unroll(fill(sums, **names), 4))
+
+
+advance_segment = compile_kernel(_source(), "advance_segment", globals(), KERNEL_OPTIONS)

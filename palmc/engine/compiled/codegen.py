@@ -1,0 +1,170 @@
+"""Kernel code written once and generated in the shapes the compiler needs.
+
+The kernels' per-neuron loops must reach LLVM as straight-line blocks, every load before the stores, or its SLP
+vectoriser gives up (docs/performance.md: folding them into plain loops made Fig3abc 1.5x slower). Written by
+hand that meant each statement four (or eight) times, and the pyramidal and interneuron loops twice. Here such a
+block is written once, as a template, and expanded into that code:
+
+* ``fill(template, name=text, ...)``: ``$name`` alone on a line includes ``text`` there, at that line's
+  indentation (an empty text drops the line); ``$name`` inside a line is replaced by ``text``;
+* ``unroll(text, width)``: a statement written for one lane with ``@`` stands for ``width`` lanes, ``@`` being
+  the lane number: ``w@ = W[r, b, a + U@]`` becomes ``w0, w1, w2, w3 = W[r, b, a], W[r, b, a + U1], ...``
+  (one tuple assignment: its loads together, its stores together), ``s@ += x`` one line per lane;
+* ``compile_kernel``: the generated ``def`` compiled with numba, cached on disk like any kernel of this package
+  (``jit.py`` keys the cache on all engine sources, from which the text is generated).
+
+``python -m palmc.engine.compiled.codegen neurons`` (or ``lanes``) prints a generated kernel.
+"""
+
+from __future__ import annotations
+
+import linecache
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+from numba import njit
+
+from palmc.engine.compiled.jit import GENERATED_FROM, JIT
+
+LANE = "@"
+_PLACEHOLDER = re.compile(r"\$(\w+)")
+_INCLUDE = re.compile(r"^(\s*)\$(\w+)\s*$")
+_AUGMENTED = re.compile(r"^(.+?) ([-+*/&|]=) (.+)$")
+
+# the ``def`` line of both kernels: the arguments ``driver.advance`` passes, in its order ($lane_args: the lane
+# layout's map of runs to lanes)
+SEGMENT_ARGUMENTS = """uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO, uI, uI_old, uI_breve, rI, vden, vapi,
+        vapi_noise, WPP, dWPP, dWPP_LO, WIP, dWIP, BPP, dBPP, BPI, dBPI, r0, r0_LO, hi_rec, counter, mt_key, mt_out,
+        mt_pos, mt_has_gauss, mt_cached, patterns, targets, order, $lane_args first, n_steps, settling, per_pattern,
+        layer_sizes, act_codes, dt, rp, lp, fl, forward, lateral, feedback, has_target"""
+
+# what both kernels' docstrings say about a segment
+SEGMENT_DOC = """
+The pattern of a step is picked as ``Simulation.step_inputs`` does: the unshuffled sequence while settling
+(``first <= settling``), else the run's ``order``, each pattern for ``per_pattern`` steps. The learning flags
+and ``has_target`` are those of the phase. At the last step every increment is stored (earlier ones are not
+observable), and ``hi_rec`` receives r^HI as the recorder sees it (before that step's high-pass update).
+"""
+
+# where the segment starts in the presentation sequence (both kernels)
+SEGMENT_START = """n_steps, first = np.uint64(n_steps), np.uint64(first)
+n_patterns, Tp, S = np.uint64(order.shape[1]), np.uint64(per_pattern), np.uint64(settling)
+settle = first <= S  # a segment never spans the end of settling
+within = (first - U1) % (n_patterns * Tp) if settle else (first - S - U1) % (n_patterns * Tp)
+layers, acts = network(layer_sizes, act_codes)
+nL = len(layers) - 1
+L = np.uint64(nL)
+H = L - U1
+n_in = layers[0]
+nH = max(nL - 1, 1)"""
+
+
+@njit(**JIT, inline="always")
+def network(layer_sizes, act_codes):  # type: ignore[no-untyped-def]
+    """The layer sizes and activation codes of a generic kernel: the arrays it is given. A kernel specialised to
+    one network (``lanes.segment_for``) has a ``network`` that returns them as constants."""
+    return layer_sizes, act_codes
+
+
+def fill(template: str, **parts: str) -> str:
+    """``template`` with its ``$name`` placeholders replaced by ``parts`` (see the module's docstring)."""
+    out = []
+    for line in textwrap.dedent(template).strip("\n").split("\n"):
+        include = _INCLUDE.match(line)
+        if include and "\n" in parts.get(include.group(2), "\n"):
+            text = parts[include.group(2)]
+            out.extend(include.group(1) + part if part else "" for part in textwrap.dedent(text).strip("\n").split("\n"))
+            continue
+        if include and not parts[include.group(2)]:
+            continue
+        out.append(_PLACEHOLDER.sub(lambda m: parts[m.group(1)], line))
+    return "\n".join(out)
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` where it stands outside brackets."""
+    pieces, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        if text[i] in "([{":
+            depth += 1
+        elif text[i] in ")]}":
+            depth -= 1
+        elif depth == 0 and text.startswith(separator, i):
+            pieces.append(text[start:i].strip())
+            i = start = i + len(separator)
+            continue
+        i += 1
+    return pieces + [text[start:].strip()]
+
+
+def _lane(text: str, k: int) -> str:
+    return re.sub(r" \+ U0\b", "", text.replace(LANE, str(k)))
+
+
+def unroll(text: str, width: int = 4) -> str:
+    """``text`` with every statement that holds ``@`` written out for lanes 0 to ``width`` - 1."""
+    out = []
+    for line in text.split("\n"):
+        if LANE not in line:
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        statement, _, comment = line.strip().partition("  # ")
+        augmented = _AUGMENTED.match(statement)
+        if augmented and "=" not in augmented.group(1):
+            target, operator, value = augmented.groups()
+            out.extend(f"{indent}{_lane(target, k)} {operator} {_lane(value, k)}" for k in range(width))
+            continue
+        sides = _split(statement, " = ")
+        targets, values = _split(sides[0], ","), _split(sides[-1], ",")
+        if len(sides) != 2 or len(targets) != len(values):
+            raise ValueError(f"cannot unroll {line.strip()!r}: expected 'a@, b = x@, y' or 'a@ += x@'")
+        pairs = [(_lane(t, k), _lane(v, k)) for t, v in zip(targets, values)
+                 for k in (range(width) if LANE in t + v else (0,))]
+        lhs = _packed([t for t, _ in pairs], indent, width=96)
+        out.append(_packed([v for _, v in pairs], lhs + " = ") + (f"  # {comment}" if comment else ""))
+    return "\n".join(out)
+
+
+def _packed(items: list[str], prefix: str, width: int = 118) -> str:
+    """``prefix`` and ``items`` joined by commas, in parentheses over several lines if one is too long."""
+    line = prefix + ", ".join(items)
+    if len(line) <= width or len(items) == 1:
+        return line
+    lines, current = [], prefix.split("\n")[-1] + "("
+    hang = " " * len(current)
+    for item in items:
+        if current.strip() not in ("", "(") and len(current) + len(item) + 2 > width:
+            lines.append(current.rstrip())
+            current = hang
+        current += item + ", "
+    return "\n".join(prefix.split("\n")[:-1] + lines + [current[:-2] + ")"])
+
+
+def compile_kernel(source: str, name: str, namespace: dict[str, object], options: dict[str, object]) -> Callable:
+    """The function ``name`` defined by ``source`` (generated from the module whose globals are ``namespace``),
+    compiled with numba's ``options``. Its code and tracebacks show the generated text (kept in ``linecache``
+    under ``<module>.generated.py``); numba caches it next to that module's own functions."""
+    template_file = Path(str(namespace["__file__"])).resolve()
+    filename = str(template_file.with_suffix(f".{name}.generated.py"))
+    GENERATED_FROM[filename] = template_file
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)  # defines ``name`` among the module's globals
+    function = namespace[name]
+    function.__module__ = str(namespace["__name__"])
+    return njit(**options)(function)
+
+
+def source_of(kernel: Callable) -> str:
+    """The generated text of a kernel made by ``compile_kernel``."""
+    code = getattr(kernel, "py_func", kernel).__code__
+    return "".join(linecache.getlines(code.co_filename))
+
+
+if __name__ == "__main__":  # pragma: no cover - a reader's tool
+    import importlib
+
+    print(source_of(importlib.import_module(f"palmc.engine.compiled.{sys.argv[1]}").advance_segment))
