@@ -98,7 +98,7 @@ def main() -> None:
     start = time.perf_counter()
     driver.advance(sim, 2)  # a Fig4ab batch is long enough for the lanes kernel specialised to its network
     first_call = time.perf_counter() - start
-    (fixed,) = lanes._specialised.values()
+    (fixed,) = lanes.specialised.values()
     source = "loaded from cache" if fixed.stats.cache_hits else "compiled (not cached yet)"
     print(f"lanes kernel specialised to the 1-1-1 network, first call: {first_call:.2f} s, {source}")
     print("compiled = what driver.advance picks for a run of this size; the other layout (and for lanes, the")

@@ -61,10 +61,10 @@ def test_specialised_kernel_on_the_one_hidden_layer_cases(case: str, tmp_path: P
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The 1-1-1 cases through the lanes kernel compiled for their network, as Fig. 4's long runs use it."""
     monkeypatch.setattr(lanes, "SPECIALISE_MIN_RUN_STEPS", 0)
-    monkeypatch.setattr(lanes, "_specialised", {})
+    monkeypatch.setattr(lanes, "specialised", {})
     params, arrays = load_case(case)
     experiment, _notes = convert_legacy(GOLDEN / f"{case}.json", task_of(arrays))
     store = palmc.simulate(experiment, tmp_path / "store.zarr", engine="compiled", workers=1, progress=False)
     assert compare_store(palmc.open(store), arrays, params["model_type"]) > 0
-    (segment,) = lanes._specialised.values()
+    (segment,) = lanes.specialised.values()
     assert segment.py_func.__name__ == "advance_segment_1x1x1_act0_0" and segment.signatures

@@ -223,7 +223,7 @@ def test_specialised_lanes_kernel(network: str, task: str) -> None:
 def test_long_batches_of_small_networks_get_a_specialised_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """``segment_for`` specialises when the batch is long enough to repay a compilation, or when this process
     has the kernel already; it compiles nothing itself (the first call does)."""
-    monkeypatch.setattr(lanes, "_specialised", {})
+    monkeypatch.setattr(lanes, "specialised", {})
     sim = make_sim(make_params("PAL", (1, 1, 1), activations=("logistic",) * 2))
     *_, layers, acts = packing.tables(sim.params)
     run_steps = len(sim.runs) * sim.protocol.total_steps

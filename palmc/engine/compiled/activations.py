@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from numba import njit
 
 from palmc.engine import equations as eq
+from palmc.engine.compiled.codegen import compile_kernel, fill
 from palmc.engine.compiled.jit import JIT
 from palmc.engine.compiled.libm_exp import exp_fast, exp_in_range
 
@@ -12,36 +15,28 @@ ACTIVATION_CODES = {name: code for code, name in enumerate(eq.ACTIVATIONS)}
 LOGISTIC, TANH, HARD_SIGMOID = (ACTIVATION_CODES[name] for name in ("logistic", "tanh", "hard_sigmoid"))
 
 
-@njit(**JIT, inline="always")
-def phi(code: int, x: float) -> float:
-    """phi(x) of activation number ``code``, with libm."""
-    if code == 0:
-        return eq.logistic(x)
-    if code == 1:
-        return eq.tanh(x)
-    if code == 2:
-        return eq.relu(x)
-    if code == 3:
-        return eq.soft_relu(x)
-    if code == 4:
-        return eq.linear(x)
-    return eq.hard_sigmoid(x)
+# phi(x) and phi'(x) of activation number ``code``, with libm: an ``if`` per activation of eq.ACTIVATIONS
+DISPATCH = """
+def $name(code, x):
+    $cases
+    return eq.$otherwise(x)
+"""
+CASE = """
+if code == $code:
+    return eq.$function(x)
+"""
 
 
-@njit(**JIT, inline="always")
-def phi_prime(code: int, x: float) -> float:
-    """phi'(x) of activation number ``code``."""
-    if code == 0:
-        return eq.d_logistic(x)
-    if code == 1:
-        return eq.d_tanh(x)
-    if code == 2:
-        return eq.d_relu(x)
-    if code == 3:
-        return eq.d_soft_relu(x)
-    if code == 4:
-        return eq.d_linear(x)
-    return eq.d_hard_sigmoid(x)
+def _dispatch(name: str, which: int) -> Callable[[int, float], float]:
+    """The function ``name(code, x)``: element ``which`` (0: phi, 1: phi') of eq.ACTIVATIONS[code]."""
+    functions = [pair[which].__name__ for pair in eq.ACTIVATIONS.values()]
+    cases = "\n".join(fill(CASE, code=str(code), function=f) for code, f in enumerate(functions[:-1]))
+    return compile_kernel(fill(DISPATCH, name=name, cases=cases, otherwise=functions[-1]) + "\n", name, globals(),
+                          dict(JIT, inline="always"))
+
+
+phi = _dispatch("phi", 0)
+phi_prime = _dispatch("phi_prime", 1)
 
 
 @njit(**JIT, inline="always")

@@ -34,34 +34,6 @@ _PLACEHOLDER = re.compile(r"\$(\w+)")
 _INCLUDE = re.compile(r"^(\s*)\$(\w+)\s*$")
 _AUGMENTED = re.compile(r"^(.+?) ([-+*/&|]=) (.+)$")
 
-# the ``def`` line of both kernels: the arguments ``driver.advance`` passes, in its order ($lane_args: the lane
-# layout's map of runs to lanes)
-SEGMENT_ARGUMENTS = """uP, uP_old, uP_breve, rP, rHI, vbas, noise, r_LO, post_LO, uI, uI_old, uI_breve, rI, vden, vapi,
-        vapi_noise, WPP, dWPP, dWPP_LO, WIP, dWIP, BPP, dBPP, BPI, dBPI, r0, r0_LO, hi_rec, counter, mt_key, mt_out,
-        mt_pos, mt_has_gauss, mt_cached, patterns, targets, order, $lane_args first, n_steps, settling, per_pattern,
-        layer_sizes, act_codes, dt, rp, lp, fl, forward, lateral, feedback, has_target"""
-
-# what both kernels' docstrings say about a segment
-SEGMENT_DOC = """
-The pattern of a step is picked as ``Simulation.step_inputs`` does: the unshuffled sequence while settling
-(``first <= settling``), else the run's ``order``, each pattern for ``per_pattern`` steps. The learning flags
-and ``has_target`` are those of the phase. At the last step every increment is stored (earlier ones are not
-observable), and ``hi_rec`` receives r^HI as the recorder sees it (before that step's high-pass update).
-"""
-
-# where the segment starts in the presentation sequence (both kernels)
-SEGMENT_START = """n_steps, first = np.uint64(n_steps), np.uint64(first)
-n_patterns, Tp, S = np.uint64(order.shape[1]), np.uint64(per_pattern), np.uint64(settling)
-settle = first <= S  # a segment never spans the end of settling
-within = (first - U1) % (n_patterns * Tp) if settle else (first - S - U1) % (n_patterns * Tp)
-layers, acts = network(layer_sizes, act_codes)
-nL = len(layers) - 1
-L = np.uint64(nL)
-H = L - U1
-n_in = layers[0]
-nH = max(nL - 1, 1)"""
-
-
 @njit(**JIT, inline="always")
 def network(layer_sizes, act_codes):  # type: ignore[no-untyped-def]
     """The layer sizes and activation codes of a generic kernel: the arrays it is given. A kernel specialised to
@@ -71,14 +43,20 @@ def network(layer_sizes, act_codes):  # type: ignore[no-untyped-def]
 
 def fill(template: str, **parts: str) -> str:
     """``template`` with its ``$name`` placeholders replaced by ``parts`` (see the module's docstring)."""
-    out = []
+    out: list[str] = []
+    dropped: list[int] = []  # indentations of the dropped block openers the current line is inside
     for line in textwrap.dedent(template).strip("\n").split("\n"):
+        indent = len(line) - len(line.lstrip())
+        while dropped and line.strip() and indent <= dropped[-1]:
+            dropped.pop()
+        line = line[4 * len(dropped):] if line.strip() else line
         include = _INCLUDE.match(line)
         if include and "\n" in parts.get(include.group(2), "\n"):
             text = parts[include.group(2)]
             out.extend(include.group(1) + part if part else "" for part in textwrap.dedent(text).strip("\n").split("\n"))
             continue
-        if include and not parts[include.group(2)]:
+        if include and not parts[include.group(2)]:  # an empty text: the line goes, and a block it opens is
+            dropped.append(indent)  # dedented (e.g. the loop over lanes, which the neuron layout has not)
             continue
         out.append(_PLACEHOLDER.sub(lambda m: parts[m.group(1)], line))
     return "\n".join(out)
@@ -136,6 +114,9 @@ def _packed(items: list[str], prefix: str, width: int = 118) -> str:
         return line
     lines, current = [], prefix.split("\n")[-1] + "("
     hang = " " * len(current)
+    if len(current) > width // 2:  # a long left-hand side: the items on lines of their own, indented once more
+        hang = current[: len(current) - len(current.lstrip())] + "    "
+        lines, current = [current], hang
     for item in items:
         if current.strip() not in ("", "(") and len(current) + len(item) + 2 > width:
             lines.append(current.rstrip())
