@@ -6,7 +6,9 @@ hand that meant each statement four (or eight) times, and the pyramidal and inte
 block is written once, as a template, and expanded into that code:
 
 * ``fill(template, name=text, ...)``: ``$name`` alone on a line includes ``text`` there, at that line's
-  indentation (an empty text drops the line); ``$name`` inside a line is replaced by ``text``;
+  indentation; an empty text drops the line, and if the line opens a block (the lines after it indented
+  deeper), the block is dedented (the loop over lanes that the neuron layout has not); ``$name`` inside a line
+  is replaced by ``text``;
 * ``unroll(text, width)``: a statement written for one lane with ``@`` stands for ``width`` lanes, ``@`` being
   the lane number: ``w@ = W[r, b, a + U@]`` becomes ``w0, w1, w2, w3 = W[r, b, a], W[r, b, a + U1], ...``
   (one tuple assignment: its loads together, its stores together), ``s@ += x`` one line per lane;
@@ -27,18 +29,12 @@ from typing import Callable
 
 from numba import njit
 
-from palmc.engine.compiled.jit import GENERATED_FROM, JIT
+from palmc.engine.compiled.jit import GENERATED_FROM
 
 LANE = "@"
 _PLACEHOLDER = re.compile(r"\$(\w+)")
 _INCLUDE = re.compile(r"^(\s*)\$(\w+)\s*$")
 _AUGMENTED = re.compile(r"^(.+?) ([-+*/&|]=) (.+)$")
-
-@njit(**JIT, inline="always")
-def network(layer_sizes, act_codes):  # type: ignore[no-untyped-def]
-    """The layer sizes and activation codes of a generic kernel: the arrays it is given. A kernel specialised to
-    one network (``lanes.segment_for``) has a ``network`` that returns them as constants."""
-    return layer_sizes, act_codes
 
 
 def fill(template: str, **parts: str) -> str:
@@ -55,8 +51,8 @@ def fill(template: str, **parts: str) -> str:
             text = parts[include.group(2)]
             out.extend(include.group(1) + part if part else "" for part in textwrap.dedent(text).strip("\n").split("\n"))
             continue
-        if include and not parts[include.group(2)]:  # an empty text: the line goes, and a block it opens is
-            dropped.append(indent)  # dedented (e.g. the loop over lanes, which the neuron layout has not)
+        if include and not parts[include.group(2)]:  # the line goes; a block it opens is dedented
+            dropped.append(indent)
             continue
         out.append(_PLACEHOLDER.sub(lambda m: parts[m.group(1)], line))
     return "\n".join(out)

@@ -9,14 +9,23 @@ neuron layout it is dropped and its body dedented. A layer's size is padded to b
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from palmc.engine import equations as eq
 from palmc.engine.compiled import jit, packing
 from palmc.engine.compiled.activations import HARD_SIGMOID, LOGISTIC, TANH, logistic_fast, phi, phi4, phi_prime
-from palmc.engine.compiled.codegen import fill, network, unroll
+from palmc.engine.compiled.codegen import fill, unroll
 from palmc.engine.compiled.feedback import VARPHI, WEIGHT_DECAY, pal_increment
+from palmc.engine.compiled.jit import JIT
 from palmc.engine.compiled.mt19937 import normals
 from palmc.engine.compiled.schedule import next_presentation, redraws
+
+
+@njit(**JIT, inline="always")
+def network(layer_sizes, act_codes):  # type: ignore[no-untyped-def]
+    """The layer sizes and activation codes of a generic kernel: the arrays it is given. A kernel specialised to
+    one network (``lanes.segment_for``) has a ``network`` that returns them as constants."""
+    return layer_sizes, act_codes
 
 
 def kernel_names(module: str, file: str) -> dict[str, object]:
@@ -30,6 +39,8 @@ def kernel_names(module: str, file: str) -> dict[str, object]:
     unsigned = {name: value for name, value in vars(jit).items() if name[:1] == "U" and name[1:].isdigit()}
     return dict(helpers, **columns, **unsigned, __name__=module, __file__=file)
 
+
+# the layouts' terms (module docstring)
 NEURON_LAYOUT = dict(run="r", lane="", lanes="", the_run="r", sample="smp", size_P="n4[i + U1]", size_I="n4[i + U2]",
                      is_bp="is_bp", is_pal="is_pal", select_c="c = c_out if i == L - U1 else c_hid", c="c",
                      dt_over_tauLO="dt_over_tauLO", dt_over_tauHP="dt_over_tauHP")
