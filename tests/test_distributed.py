@@ -246,7 +246,8 @@ def test_store_laid_out_aside_reports_its_errors_and_this_process(experiment: Pa
 def test_the_kernel_a_plan_needs(experiment: Path, tmp_path: Path) -> None:
     """Only the kernel layouts a plan's networks use are loaded for it (in this process, before its batches)."""
     from palmc.plan import make_plan
-    from palmc.runner import kernel_layouts, kernel_loaded, load_kernel
+    from palmc.engine.compiled import driver
+    from palmc.kernel import kernel_layouts, load_kernel
     from palmc.schema import load_experiment
 
     exp = load_experiment(experiment)
@@ -255,5 +256,5 @@ def test_the_kernel_a_plan_needs(experiment: Path, tmp_path: Path) -> None:
     plan = make_plan(wide, engine="compiled", workers=1)
     assert kernel_layouts(plan) == {"neurons"}
     load_kernel(plan)
-    assert kernel_loaded(plan)
-    assert kernel_loaded(make_plan(exp, engine="numpy", workers=1))  # nothing to load for NumPy
+    assert driver.loaded(kernel_layouts(plan))
+    assert kernel_layouts(make_plan(exp, engine="numpy", workers=1)) == set()  # nothing to load for NumPy
