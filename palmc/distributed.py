@@ -111,7 +111,7 @@ def execute(plan: Plan, claim: Claim, *, scheduler: "str | Client | object | Non
                 else nullcontext() as client:
             run.laid_out()
             results, failures = _run(plan, run.location, client, progress, say)
-        run.record(results, failures)
+        run.record_outcomes(results, failures)
 
 
 def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bool, say: Callable[[str], None],

@@ -132,13 +132,13 @@ class StoreRun:
     completed: dict[int, dict[int, int]] = field(default_factory=dict)  # batch index -> {run in batch: diverged step}
     failed: list[tuple[BatchSpec, str]] = field(default_factory=list)  # (batch, error)
 
-    def record(self, results: list, failures: list) -> None:
+    def record_outcomes(self, results: list, failures: list) -> None:
         """Keep the batches' outcomes: ``results`` (``runner.BatchResult``) and ``failures``
         (``distributed.BatchFailure``) of this run."""
         self.completed.update({result.batch: result.diverged for result in results})
         self.failed.extend((failure.batch, failure.error) for failure in failures)
 
-    def outcomes(self) -> tuple[np.ndarray, np.ndarray]:
+    def status(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-run (seed, model, variant) status and divergence step; the arrays have a variant axis only when
         the store has one."""
         plan = self.plan
@@ -220,7 +220,7 @@ class Claim:
                            (LEASE_FILE, lease.to_bytes())) as laid_out:
                 run = StoreRun(location, plan, laid_out)
                 yield run
-            status, diverged_step = run.outcomes()
+            status, diverged_step = run.status()
             finish_store(location, status, diverged_step, plan.protocol.total_steps)
         except OSError as err:
             if err.errno is None:
