@@ -204,31 +204,32 @@ class Claim:
         output = self.output
         plan = self.plan
         location = output.location
-        lease, taken_over = Lease.acquire(location, take_over_stale=output.resuming or output.overwrite)
         try:
-            lease.start()
-            if taken_over:
-                output.note(taken_over)
-            if not output.resuming:
-                check_replaceable(location)
-            elif not location.exists("zarr.json"):
-                raise StoreError(f"{location} disappeared while it was being resumed")
-            remove_stale_staging(location)
-            if output.resuming:
-                self._repair()
-            with _laid_out(plan, location, output.overwrite, output.resuming, aside and location.shared,
-                           (LEASE_FILE, lease.to_bytes())) as laid_out:
-                run = StoreRun(location, plan, laid_out)
-                yield run
-            status, diverged_step = run.status()
-            finish_store(location, status, diverged_step, plan.protocol.total_steps)
+            lease, taken_over = Lease.acquire(location, take_over_stale=output.resuming or output.overwrite)
+            try:
+                lease.start()
+                if taken_over:
+                    output.note(taken_over)
+                if not output.resuming:
+                    check_replaceable(location)
+                elif not location.exists("zarr.json"):
+                    raise StoreError(f"{location} disappeared while it was being resumed")
+                remove_stale_staging(location)
+                if output.resuming:
+                    self._repair()
+                with _laid_out(plan, location, output.overwrite, output.resuming, aside and location.shared,
+                               (LEASE_FILE, lease.to_bytes())) as laid_out:
+                    run = StoreRun(location, plan, laid_out)
+                    yield run
+                status, diverged_step = run.status()
+                finish_store(location, status, diverged_step, plan.protocol.total_steps)
+            finally:
+                lease.release()
         except OSError as err:
             if err.errno is None:
                 raise
             raise StoreError(f"cannot write the store {location}: {err.strerror or err}; the store is marked "
                              "interrupted: fix the cause (e.g. free space) and continue it with --resume") from err
-        finally:
-            lease.release()
         problems = run.problems(status, diverged_step)
         if problems:
             raise RunFailures(str(location), problems)
