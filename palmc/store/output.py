@@ -216,7 +216,7 @@ class Claim:
                     raise StoreError(f"{location} disappeared while it was being resumed")
                 remove_stale_staging(location)
                 if output.resuming:
-                    self._repair()
+                    _repair(location, output.note)
                 with _laid_out(plan, location, output.overwrite, output.resuming, aside and location.shared,
                                (LEASE_FILE, lease.to_bytes())) as laid_out:
                     run = StoreRun(location, plan, laid_out)
@@ -234,14 +234,13 @@ class Claim:
         if problems:
             raise RunFailures(str(location), problems)
 
-    def _repair(self) -> None:
-        """Before resuming: batches whose chunks or checkpoint are missing or damaged run again from their start."""
-        location = self.output.location
-        damage = verify(location)
-        for label in sorted({d.batch for d in damage}):
-            problems = "; ".join(str(d).split(": ", 1)[1] for d in damage if d.batch == label)
-            self.output.note(f"{label} runs again from its start: {problems}")
-            reset_batch(location, label)
+def _repair(location: StoreLocation, note: Note) -> None:
+    """Before resuming: batches whose chunks or checkpoint are missing or damaged run again from their start."""
+    damage = verify(location)
+    for label in sorted({d.batch for d in damage}):
+        problems = "; ".join(str(d).split(": ", 1)[1] for d in damage if d.batch == label)
+        note(f"{label} runs again from its start: {problems}")
+        reset_batch(location, label)
 
 
 @contextmanager
