@@ -6,24 +6,22 @@ import json
 import os
 import socket
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import xarray as xr
 
-from palmc.distributed import (DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV, BatchFailure, SchedulerError, active_client,
-                               check_reachable, default_workers, execute, read_progress_files)
-from palmc.plan import Plan, make_plan
-from palmc.runner import BatchResult, kernel_cached, kernel_loaded, load_kernel
-from palmc.store.integrity import reset_batch, summarise, verify
+from palmc.distributed import (DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV, SchedulerError, active_client, check_reachable,
+                               default_workers, execute, read_progress_files)
+from palmc.plan import make_plan
+from palmc.store.integrity import summarise, verify
 from palmc.store.layout import decode_run_status, load_small_coords
-from palmc.store.lease import LEASE_FILE, Lease, pid_alive, read_owner
+from palmc.store.lease import pid_alive, read_owner
 from palmc.store.location import StoreLocation
-from palmc.store.ownership import (check_output_path, check_replaceable, remove_stale_staging,
-                                   require_palmc_store)
-from palmc.store.writer import StoreError, finish_store, refuse_existing
+from palmc.store.output import Output, RunFailures, check_fits_memory  # noqa: F401 - part of the API
+from palmc.store.ownership import require_palmc_store
+from palmc.store.writer import StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dask.distributed import Client
@@ -72,81 +70,6 @@ def scheduler_address(given: "str | Client | object | None", compute: object) ->
     return None
 
 
-def _check_resumable(store: StoreLocation, engine: str | None, seeds_per_batch: int | None) -> dict:
-    """The attributes of the store to resume, checked to come from palmc and to match these settings (the
-    experiment is compared with ``_check_same_experiment``)."""
-    try:
-        attrs = require_palmc_store(store)
-    except StoreError as err:
-        raise StoreError(f"{err}; it cannot be resumed") from None
-    # checkpoints are per batch, and the same engine makes the resumed records match an uninterrupted run to
-    # the last bit: a resumed run keeps both
-    for option, asked, stored in (("--engine", engine, attrs.get("engine")),
-                                  ("--seeds-per-batch", seeds_per_batch, attrs.get("seeds_per_batch"))):
-        if asked is not None and stored is not None and asked != stored:
-            raise StoreError(f"{store} was written with {option} {stored}; resuming it with {option} {asked} "
-                             f"would change its results: resume with {option} {stored} (or leave it out)")
-    return attrs
-
-
-def _check_same_experiment(store: StoreLocation, attrs: dict, plan: Plan) -> None:
-    if attrs.get("experiment_sha256") != plan.experiment_sha256:
-        raise StoreError(
-            f"{store} was written by a different experiment ({attrs.get('name', '?')!r}); "
-            "resume it with the experiment file that created it, or choose another output"
-        )
-
-
-def check_fits_memory(plan: Plan, concurrent_batches: int, local: bool = True) -> None:
-    """Refuse a plan whose batches cannot fit this machine's memory (estimated, nothing allocated)."""
-    import psutil
-
-    batch = plan.estimated_batch_bytes()
-    coordinator = plan.estimated_coordinator_bytes()
-    need = coordinator + (batch * concurrent_batches if local else 0)
-    available = psutil.virtual_memory().available
-    if need > available:
-        per = (f"{concurrent_batches} batch(es) at once x {batch / 2**30:.3g} GiB" if local else "")
-        raise StoreError(
-            f"the run needs about {need / 2**30:.3g} GiB of memory ({per}{', ' if per else ''}"
-            f"{coordinator / 2**30:.3g} GiB for the store's time axis of {plan.n_records} records), and this machine "
-            f"has {available / 2**30:.3g} GiB available: use fewer seeds per batch (--seeds-per-batch, now "
-            f"{plan.seeds_per_batch}), fewer --workers, a smaller recording.chunk_records (now {plan.chunk_records}), "
-            "fewer recorded variables, a larger recording.every or a smaller network")
-
-
-def _repair(store: StoreLocation, log: Callable[[str], None]) -> None:
-    """Before resuming: batches whose chunks or checkpoint are missing or damaged run again from their start."""
-    damage = verify(store)
-    for label in sorted({d.batch for d in damage}):
-        problems = "; ".join(str(d).split(": ", 1)[1] for d in damage if d.batch == label)
-        log(f"{label} runs again from its start: {problems}")
-        reset_batch(store, label)
-
-
-@contextmanager
-def _lease_held(store: StoreLocation, take_over_stale: bool, resuming: bool,
-                note: Callable[[str], None]) -> Iterator[Lease]:
-    """Hold the store's lease (one writer at a time) for the block; before it, check that what is at ``store``
-    now is what the lease covers, clear palmc's stale staging folders and (``resuming``) mark damaged batches
-    to run again."""
-    lease, taken_over = Lease.acquire(store, take_over_stale=take_over_stale)
-    try:
-        lease.start()
-        if taken_over:
-            note(taken_over)
-        if not resuming:
-            check_replaceable(store)
-        elif not store.exists("zarr.json"):
-            raise StoreError(f"{store} disappeared while it was being resumed")
-        remove_stale_staging(store)
-        if resuming:
-            _repair(store, note)
-        yield lease
-    finally:
-        lease.release()
-
-
 def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = False, resume: bool = False,
              engine: str | None = None, progress: bool = True, seeds_per_batch: int | None = None,
              scheduler: "str | Client | object | None" = None, workers: int | None = None,
@@ -167,7 +90,6 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     :class:`RunFailures` when runs failed or diverged (the store is complete for all the others).
     """
     experiment = _as_experiment(experiment)
-    note = log or (lambda text: None)
     _check_run_options(overwrite, resume, seeds_per_batch, workers, connect_timeout)
     compute = getattr(experiment, "compute", None)
     scheduler = scheduler_address(scheduler, compute)
@@ -176,101 +98,17 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     # a notebook's Client() is the user's cluster: used rather than a new one, unless workers were asked for
     use_active = workers is None and scheduler is None and active_client() is not None
     n_workers = workers or default_workers()
-    target = store if store is not None else experiment.output.store
-    store = _location(target)
-    check_output_path(store, target)
-    resuming = resume and store.exists()
-    variants_per_batch = None
-    if resuming:
-        attrs = _check_resumable(store, engine, seeds_per_batch)
-        engine = engine or attrs.get("engine")
-        seeds_per_batch = attrs.get("seeds_per_batch", seeds_per_batch)
-        variants_per_batch = attrs.get("variants_per_batch", 1)  # (stores from before sweeps' batches had 1)
-    plan = make_plan(experiment, seeds_per_batch=seeds_per_batch, engine=engine, workers=n_workers,
-                     variants_per_batch=variants_per_batch)
-    if resuming:
-        _check_same_experiment(store, attrs, plan)
+    output = Output.open(store if store is not None else experiment.output.store, overwrite=overwrite,
+                         resume=resume, engine=engine, seeds_per_batch=seeds_per_batch, note=log)
+    plan = make_plan(experiment, workers=n_workers, **output.plan_settings(engine, seeds_per_batch))
     remote = scheduler is not None or use_active
     use_cluster = remote or (n_workers > 1 and len(plan.batches) > 1)
-    check_fits_memory(plan, min(n_workers, len(plan.batches)) if use_cluster else 1, local=not remote)
-    if not resuming:
-        refuse_existing(store, overwrite)  # the common mistake fails before any cluster starts
-        check_replaceable(store)
+    claim = output.claim(plan, min(n_workers, len(plan.batches)) if use_cluster else 1, local=not remote)
     if isinstance(scheduler, str):
         check_reachable(scheduler, timeout)  # a remote scheduler is reached before anything of the store is touched
-    try:
-        with _lease_held(store, resume or overwrite, resuming, note) as lease:
-            results, failures = execute(plan, store, overwrite=overwrite, resume=resuming, scheduler=scheduler,
-                                        workers=n_workers, progress=progress, use_active=use_active,
-                                        connect_timeout=timeout, lease=(LEASE_FILE, lease.to_bytes()),
-                                        load=lambda plan: load_kernel_visibly(plan, progress), say=_say)
-            status, diverged_step = _run_outcomes(plan, results, failures)
-            finish_store(store, status, diverged_step, plan.protocol.total_steps)
-    except OSError as err:
-        if err.errno is None:
-            raise
-        raise StoreError(f"cannot write the store {store}: {err.strerror or err}; the store is marked "
-                         "interrupted: fix the cause (e.g. free space) and continue it with --resume") from err
-    problems = _describe_problems(plan, status, diverged_step, failures)
-    if problems:
-        raise RunFailures(str(store), problems)
-    return store.path if store.is_local else store.url
-
-
-def _location(target: object) -> StoreLocation:
-    try:
-        return StoreLocation(target if isinstance(target, (str, Path, StoreLocation)) else str(target))
-    except (ValueError, ImportError) as err:
-        raise StoreError(f"cannot use the store address {target!r}: {err}") from None
-
-
-FIRST_RUN_MESSAGE = "compiling the simulation kernel, once per machine (~1 min; numba caches it on disk)"
-SPINNER = "|/-\\"
-QUIET_LOAD_SECONDS = 1.0  # a kernel read from numba's cache loads in about this time: say nothing before
-
-
-def load_kernel_visibly(plan: Plan, progress: bool = True) -> None:
-    """Load the compiled kernel for ``plan`` into this process (``runner.load_kernel``), telling the user when that
-    means compiling it: at once if numba's cache lacks it (the first run on a machine), else if loading takes more
-    than a second; with a spinner and the time spent while it compiles (one line without ``progress``)."""
-    if kernel_loaded(plan):
-        return
-    import threading
-    import time
-
-    from tqdm import tqdm
-
-    failure: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            load_kernel(plan)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            failure.append(err)
-
-    started = time.perf_counter()
-    cached = kernel_cached(plan)  # before the load starts: both would read numba's cache
-    worker = threading.Thread(target=load, name="palmc-kernel-load", daemon=True)
-    worker.start()
-    if cached:
-        worker.join(QUIET_LOAD_SECONDS)
-    if worker.is_alive():
-        if not progress:
-            _say(f"{FIRST_RUN_MESSAGE} ...")
-        with tqdm(desc=f"{FIRST_RUN_MESSAGE} {SPINNER[0]}", bar_format="{desc} {elapsed}", disable=not progress,
-                  file=sys.stderr) as spinner:
-            ticks = 0
-            while worker.is_alive():
-                worker.join(0.25)
-                ticks += 1
-                spinner.set_description_str(f"{FIRST_RUN_MESSAGE} {SPINNER[ticks % len(SPINNER)]}", refresh=True)
-            spinner.set_description_str(f"{FIRST_RUN_MESSAGE}: done", refresh=True)
-        seconds = time.perf_counter() - started
-        _say(f"loaded the kernel in {seconds:.0f} s" if cached else
-             f"compiled the kernel in {seconds:.0f} s; later runs load it from the cache")
-    worker.join()
-    if failure:
-        raise failure[0]
+    execute(plan, claim, scheduler=scheduler, workers=n_workers, progress=progress, use_active=use_active,
+            connect_timeout=timeout, say=_say)
+    return output.address
 
 
 def _say(message: str) -> None:
@@ -278,60 +116,6 @@ def _say(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(message, file=sys.stderr)
-
-
-def _run_outcomes(plan: Plan, results: list[BatchResult], failures: list[BatchFailure]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-run (seed, model, variant) status and divergence step from the batches' results.
-
-    The arrays have a variant axis only when the store has one.
-    """
-    status = np.full((len(plan.seeds), len(plan.model_names), len(plan.variants)), "pending", dtype=object)
-    diverged_step = np.full(status.shape, -1, dtype=np.int64)
-    by_index = {b.index: b for b in plan.batches}
-    for result in results:
-        batch = by_index[result.batch]
-        status[batch.seeds, batch.models, batch.variants] = "complete"
-        for run, step in result.diverged.items():
-            s, m, v = (start + offset for start, offset in zip(
-                (batch.seeds.start, batch.models.start, batch.variants.start), np.unravel_index(run, batch.shape)))
-            status[s, m, v], diverged_step[s, m, v] = "diverged", step
-    for failure in failures:
-        status[failure.batch.seeds, failure.batch.models, failure.batch.variants] = "failed"
-    if not plan.has_variants:
-        return status[..., 0], diverged_step[..., 0]
-    return status, diverged_step
-
-
-def _variant_text(plan: Plan, variants: slice) -> str:
-    if not plan.has_variants:
-        return ""
-    if variants.stop - variants.start == 1:
-        return f", variant {variants.start} ({plan.variants[variants.start].label})"
-    return f", variants {variants.start}-{variants.stop - 1}"
-
-
-def _describe_problems(plan: Plan, status: np.ndarray, diverged_step: np.ndarray,
-                       failures: list[BatchFailure]) -> list[str]:
-    problems = []
-    for (s, m, *v), value in np.ndenumerate(status):
-        if value == "diverged":
-            variants = slice(v[0], v[0] + 1) if v else slice(0, 1)
-            problems.append(f"seed {plan.seeds[s]}, model {plan.model_names[m]}{_variant_text(plan, variants)}: "
-                            f"diverged (non-finite state) at step {diverged_step[(s, m, *v)]}")
-    for failure in failures:
-        seeds = ", ".join(str(x) for x in plan.seeds[failure.batch.seeds])
-        models = ", ".join(plan.model_names[failure.batch.models])
-        problems.append(f"seeds {seeds}, models {models}{_variant_text(plan, failure.batch.variants)}: "
-                        f"failed: {failure.error}")
-    return problems
-
-
-class RunFailures(Exception):
-    """Some runs failed or diverged; the store holds every run, and says which ones in ``run_status``."""
-
-    def __init__(self, store: str, problems: list[str]) -> None:
-        self.store, self.problems = store, problems
-        super().__init__(f"{len(problems)} run(s) did not complete in {store}:\n  " + "\n  ".join(problems))
 
 
 def open(store: str | Path) -> xr.Dataset:  # noqa: A001 - mirrors xr.open_zarr

@@ -163,7 +163,7 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
             prefix = f"  variant {variant.index}   {variant.label}\n    " if plan.has_variants else "  "
             typer.echo(f"{prefix}{time_course(variant)}")
     else:  # a large sweep: its swept fields, a few labels and each distinct time course once
-        names = plan.coordinate_names(frozenset())
+        names = plan.swept_names
         typer.echo(f"  variants    {summarise_labels([v.label for v in plan.variants])}")
         for path in plan.swept:
             typer.echo(f"  swept       {summarise_values(names[path], [v.values[path] for v in plan.variants])}")

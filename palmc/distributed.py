@@ -1,5 +1,5 @@
-"""The executor of a plan (:func:`execute`): lays out its store, then runs its batches as Dask tasks on a
-LocalCluster by default or any existing scheduler, or one after the other in this process.
+"""The executor of a plan (:func:`execute`): holds its store, loads the kernel, then runs its batches as Dask
+tasks on a LocalCluster by default or any existing scheduler, or one after the other in this process.
 
 Each task runs one batch (:func:`palmc.runner.run_batch`) and writes its own (seed, model) region of the one
 store, which was laid out before any task started; tasks resume from their checkpoints, so a retried task or one
@@ -10,22 +10,21 @@ the tasks leave next to their checkpoints, so it works for remote workers on a s
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from palmc.plan import BatchSpec, Plan, default_workers  # noqa: F401 - re-exported
-from palmc.runner import BatchResult, kernel_loaded, load_kernel, run_batch
+from palmc.kernel import load_kernel, load_kernel_visibly
+from palmc.runner import BatchResult, run_batch
 from palmc.schema.experiment import Compute
 from palmc.store.location import StoreLocation
-from palmc.store.writer import CHECKPOINT_DIR, now, prepare_store, update_attrs
+from palmc.store.output import Claim
+from palmc.store.writer import CHECKPOINT_DIR, now, update_attrs
 
 if TYPE_CHECKING:  # pragma: no cover
     from dask.distributed import Client, LocalCluster
@@ -85,64 +84,34 @@ def _progress_bar(total: int, enabled: bool):
                 smoothing=0.1, dynamic_ncols=True)
 
 
-@contextmanager
-def _store_prepared_aside(plan: Plan, store: StoreLocation, overwrite: bool, resume: bool, aside: bool,
-                          lease: tuple[str, bytes] | None = None) -> Iterator[Callable[[], None]]:
-    """Lay out the store (``prepare_store``) in a process forked from this one if ``aside``, while this one gets
-    ready to run; yields the function that waits for it (and raises its error here). Leaving the block waits
-    too, so no layout is left half-done behind an error.
+def execute(plan: Plan, claim: Claim, *, scheduler: "str | Client | object | None", workers: int, progress: bool,
+            use_active: bool = False, say: Callable[[str], None] | None = None,
+            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+    """Run every batch of ``plan`` into the store of ``claim``, which is held for the run (``Claim.held``: laid
+    out or reopened, the runs' outcomes recorded at the end, :class:`~palmc.store.output.RunFailures` raised if
+    runs failed or diverged): on the cluster of ``scheduler`` (a ``Client``, a cluster or an address), on the
+    active client if ``use_active``, on a LocalCluster of ``workers`` processes, or here when there is a single
+    batch or a single worker.
 
-    Getting ready (loading the compiled kernel; importing Dask and starting a cluster) keeps one core busy for
-    ~0.6-1.1 s, while the layout (~0.3-0.5 s of CPU: xarray's template, Zarr's metadata) can use another. Done
-    after it instead, the layout delayed the first batch by as much. Without fork (not Linux), or when not
-    ``aside``, the store is laid out here, when waited for.
-    """
-    if not (aside and can_fork()):
-        yield lambda: prepare_store(plan, store, overwrite, resume, lease=lease)
-        return
-    # Ctrl-C is this process's to handle: the layout (under a second) is finished, and the store marked as
-    # interrupted, rather than a traceback printed from the forked process
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
-                             initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        future = pool.submit(prepare_store, plan, store, overwrite, resume, os.getpid(), lease)
-
-        def wait() -> None:
-            try:
-                future.result()
-            finally:
-                pool.shutdown()  # the forked process is not kept for the run
-
-        yield wait
-
-
-def execute(plan: Plan, store: StoreLocation, *, overwrite: bool, resume: bool,
-            scheduler: "str | Client | object | None", workers: int, progress: bool, use_active: bool = False,
-            load: Callable[[Plan], None] = load_kernel, say: Callable[[str], None] | None = None,
-            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, lease: tuple[str, bytes] | None = None,
-            ) -> tuple[list[BatchResult], list[BatchFailure]]:
-    """Lay out (or reopen) the store of ``plan``, then run every batch into it: on the cluster of ``scheduler``
-    (a ``Client``, a cluster or an address), on the active client if ``use_active``, on a LocalCluster of
-    ``workers`` processes, or here when there is a single batch or a single worker.
-
-    ``load`` loads the compiled kernel into this process (unless the run goes to a cluster that is not this
-    process's, whose workers load it); ``say`` is told which cluster is used and where its dashboard is. A
-    scheduler address is reached within ``connect_timeout`` seconds; ``lease`` (file name, content) is the
-    writer's lease, part of a new store from its first moment (``writer.create_store``).
-    Returns the batches' results and the batches that failed for good; the store is marked interrupted if this
-    is stopped.
+    The compiled kernel is loaded into this process first, visibly (unless the run goes to a cluster that is not
+    this process's, whose workers load it); ``say`` is told that, which cluster is used and where its dashboard
+    is. A scheduler address is reached within ``connect_timeout`` seconds. The store is marked interrupted if
+    this is stopped.
     """
     say = say or (lambda message: None)
     use_cluster = scheduler is not None or use_active or (workers > 1 and len(plan.batches) > 1)
-    # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do)
-    aside = store.shared and (use_cluster or not kernel_loaded(plan))
     here = scheduler is None and not use_active
-    with _store_prepared_aside(plan, store, overwrite, resume, aside, lease) as store_ready:
+    # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do;
+    # a kernel that turns out to be loaded already costs the fork, a few milliseconds)
+    aside = can_fork() and (use_cluster or plan.engine == "compiled")
+    with claim.held(aside) as run:
         if here:
-            load(plan)
+            load_kernel_visibly(plan, progress, say)
         with cluster_client(plan, scheduler, workers, say, use_active, connect_timeout) if use_cluster \
                 else nullcontext() as client:
-            store_ready()
-            return _run(plan, store, client, progress, say)
+            run.laid_out()
+            results, failures = _run(plan, run.location, client, progress, say)
+        run.record_outcomes(results, failures)
 
 
 def _run(plan: Plan, store: StoreLocation, client: "Client | None", progress: bool, say: Callable[[str], None],

@@ -94,7 +94,9 @@ class Plan:
     model_names: list[str]
     variants: list[Variant]
     swept: list[str]  # swept field paths; empty = no sweep and no 'variant' dim in the store
+    swept_names: dict[str, str]  # swept path -> its short name, as in the variants' labels (``coordinate_names``)
     variables: list[Variable]
+    record_shapes: dict[str, tuple[int, ...]]  # variable -> shape of one record (``Variable.record_shape``)
     chunk_records: int
     batches: list[BatchSpec]
     engine: str
@@ -132,10 +134,6 @@ class Plan:
         if len({v.every for v in self.variants}) == 1:  # the longest variant's steps hold all others'
             return max(v.n_records for v in self.variants)
         return len(self.record_steps)
-
-    def coordinate_names(self, reserved: frozenset[str]) -> dict[str, str]:
-        """The store coordinate of each swept path, avoiding the names in ``reserved``."""
-        return coordinate_names(self.swept, reserved)
 
     @property
     def eval_epochs(self) -> np.ndarray:
@@ -187,7 +185,7 @@ class Plan:
         ]
 
     def estimated_store_bytes(self) -> int:
-        per_record = sum(math.prod(v.record_shape(self.layers)) for v in self.variables)
+        per_record = sum(math.prod(shape) for shape in self.record_shapes.values())
         return per_record * 8 * self.n_records * self.n_runs
 
     def estimated_batch_bytes(self) -> int:
@@ -202,8 +200,9 @@ class Plan:
         state = (STATE_ARRAYS_PER_WEIGHT * weights + STATE_ARRAYS_PER_NEURON * neurons) * 8 * runs
         patterns = max(v.protocol.dataset_size for v in self.variants)  # input patterns, targets, orders
         state += patterns * (layers[0] + layers[-1] + runs) * 8
-        chunk = sum(math.prod(v.record_shape(layers)) for v in self.variables) * 8 * self.chunk_records * runs
-        largest = max((math.prod(v.record_shape(layers)) for v in self.variables), default=0)
+        sizes = [math.prod(shape) for shape in self.record_shapes.values()]
+        chunk = sum(sizes) * 8 * self.chunk_records * runs
+        largest = max(sizes, default=0)
         return state + chunk + 2 * largest * 8 * self.chunk_records * runs
 
     def estimated_coordinator_bytes(self) -> int:
@@ -275,15 +274,24 @@ def auto_variants_per_batch(variants: list[Variant], runs_per_variant: int, work
                       len(variants)))
 
 
-def auto_chunk_records(variables: list[Variable], layers: tuple[int, ...], n_records: int, every: int,
-                       runs_per_batch: int = 1) -> int:
-    """Records per chunk: about CHUNK_BYTES_PER_RUN of the largest variable, at most MAX_CHUNK_STEPS steps
-    (small networks record few bytes, and a chunk is also the unit of progress reports and checkpoints), and at
-    most RECORD_BUFFER_BYTES of records of all variables for the ``runs_per_batch`` runs of a batch."""
-    sizes = [int(np.prod(v.record_shape(layers))) * 8 for v in variables] or [8]
+def recording(names: list[str], task: str, model_kinds: set[str], layers: tuple[int, ...], n_records: int,
+              every: int, runs_per_batch: int, chunk_records: int | None,
+              ) -> tuple[list[Variable], dict[str, tuple[int, ...]], int]:
+    """What the runs record: the variables among ``names`` that exist in ``task`` for ``model_kinds`` (from
+    their declaration, ``palmc.engine.variables``), the shape of one record of each, and the records per chunk.
+
+    Unless ``chunk_records`` is given, a chunk holds about CHUNK_BYTES_PER_RUN of the largest variable, at most
+    MAX_CHUNK_STEPS steps (small networks record few bytes, and a chunk is also the unit of progress reports and
+    checkpoints), and at most RECORD_BUFFER_BYTES of records of all variables for the ``runs_per_batch`` runs of
+    a batch; never more than the ``n_records``."""
+    variables = variables_for(names, task, model_kinds)
+    shapes = {v.name: v.record_shape(layers) for v in variables}
+    sizes = [math.prod(shape) * 8 for shape in shapes.values()] or [8]
     by_size = CHUNK_BYTES_PER_RUN // max(max(sizes), 1)
     by_buffer = RECORD_BUFFER_BYTES // max(sum(sizes) * runs_per_batch, 1)
-    return int(max(1, min(n_records, by_size, by_buffer, MAX_CHUNK_STEPS // every)))
+    n_records = max(n_records, 1)
+    chunk = chunk_records or max(1, min(n_records, by_size, by_buffer, MAX_CHUNK_STEPS // every))
+    return variables, shapes, int(max(1, min(chunk, n_records)))
 
 
 def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None = None,
@@ -312,12 +320,12 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
         variants_per_batch = auto_variants_per_batch(variants, runs_per_variant, workers) if swept else 1
     for group in groups[1:]:  # a divisor of the time-course groups' bounds: every batch is whole chunks
         variants_per_batch = math.gcd(variants_per_batch, group.start)
+    batches = make_batches(len(experiment.seeds), model_slices, groups, seeds_per_batch, variants_per_batch)
     model_kinds = {p.model for v in variants for p in v.model_params.values()}
-    variables = variables_for(list(experiment.recording.variables), experiment.task, model_kinds)
-    n_records = max(v.n_records for v in variants)
-    layers = variants[0].model_params[names[0]].layers
-    chunk = experiment.recording.chunk_records or auto_chunk_records(
-        variables, layers, max(n_records, 1), min(v.every for v in variants), runs_per_variant * variants_per_batch)
+    variables, record_shapes, chunk_records = recording(
+        list(experiment.recording.variables), experiment.task, model_kinds, variants[0].model_params[names[0]].layers,
+        max(v.n_records for v in variants), min(v.every for v in variants), runs_per_variant * variants_per_batch,
+        experiment.recording.chunk_records)
     return Plan(
         name=experiment.name,
         experiment_yaml=experiment.to_yaml(),
@@ -325,9 +333,11 @@ def make_plan(experiment, seeds_per_batch: int | None = None, engine: str | None
         model_names=names,
         variants=variants,
         swept=swept,
+        swept_names=coordinate_names(swept),
         variables=variables,
-        chunk_records=int(max(1, min(chunk, max(n_records, 1)))),
-        batches=make_batches(len(experiment.seeds), model_slices, groups, seeds_per_batch, variants_per_batch),
+        record_shapes=record_shapes,
+        chunk_records=chunk_records,
+        batches=batches,
         engine=engine or experiment.compute.engine,
         seeds_per_batch=seeds_per_batch,
         variants_per_batch=variants_per_batch,

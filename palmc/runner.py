@@ -6,7 +6,6 @@ plan and the batch, so it can run in any process that can reach the store.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,39 +62,6 @@ def teachers_for(engine: str) -> Teachers:
     if engine not in _TEACHERS:
         _TEACHERS[engine] = Teachers(lambda sim, n_steps: advance(sim, n_steps, None, engine))
     return _TEACHERS[engine]
-
-
-def kernel_layouts(plan: Plan) -> set[str]:
-    """The compiled kernel layouts (``driver.layout_for``) that the batches of ``plan`` will use."""
-    from palmc.engine.compiled import driver
-
-    return {driver.layout_for_layers(params.layers) for variant in plan.variants
-            for params in variant.model_params.values()}
-
-
-def kernel_loaded(plan: Plan) -> bool:
-    """Whether nothing is left to load for ``plan`` in this process (always so with the NumPy engine)."""
-    if plan.engine != "compiled":
-        return True
-    driver = sys.modules.get("palmc.engine.compiled.driver")  # not imported (numba neither): not loaded
-    return driver is not None and driver.loaded(kernel_layouts(plan))
-
-
-def kernel_cached(plan: Plan) -> bool:
-    """Whether loading the compiled kernel for ``plan`` reads numba's on-disk cache (else it compiles, ~1 min)."""
-    if kernel_loaded(plan):
-        return True
-    from palmc.engine.compiled import driver
-
-    return driver.cached(kernel_layouts(plan))
-
-
-def load_kernel(plan: Plan) -> None:
-    """Load the compiled kernel that the batches of ``plan`` will use into this process (see ``driver.load``)."""
-    if not kernel_loaded(plan):
-        from palmc.engine.compiled import driver
-
-        driver.load(kernel_layouts(plan))
 
 
 def run_batch(store: str | Path, plan: Plan, batch: BatchSpec, resume: bool = False,

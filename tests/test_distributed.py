@@ -246,7 +246,8 @@ def test_store_laid_out_aside_reports_its_errors_and_this_process(experiment: Pa
 def test_the_kernel_a_plan_needs(experiment: Path, tmp_path: Path) -> None:
     """Only the kernel layouts a plan's networks use are loaded for it (in this process, before its batches)."""
     from palmc.plan import make_plan
-    from palmc.runner import kernel_layouts, kernel_loaded, load_kernel
+    from palmc.engine.compiled import driver
+    from palmc.kernel import kernel_layouts, load_kernel
     from palmc.schema import load_experiment
 
     exp = load_experiment(experiment)
@@ -255,5 +256,19 @@ def test_the_kernel_a_plan_needs(experiment: Path, tmp_path: Path) -> None:
     plan = make_plan(wide, engine="compiled", workers=1)
     assert kernel_layouts(plan) == {"neurons"}
     load_kernel(plan)
-    assert kernel_loaded(plan)
-    assert kernel_loaded(make_plan(exp, engine="numpy", workers=1))  # nothing to load for NumPy
+    assert driver.loaded(kernel_layouts(plan))
+    assert kernel_layouts(make_plan(exp, engine="numpy", workers=1)) == set()  # nothing to load for NumPy
+
+
+def test_a_run_asks_about_the_kernel_once(experiment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before its batches, a run works out the kernel layouts its plan needs once and asks the driver once whether
+    they are loaded (it used to ask three times, working the layouts out each time)."""
+    import palmc.kernel
+    from palmc.engine.compiled import driver
+
+    asked: list[str] = []
+    layouts, loaded = palmc.kernel.kernel_layouts, driver.loaded
+    monkeypatch.setattr(palmc.kernel, "kernel_layouts", lambda plan: asked.append("layouts") or layouts(plan))
+    monkeypatch.setattr(driver, "loaded", lambda names: asked.append("loaded") or loaded(names))
+    palmc.simulate(experiment, tmp_path / "k.zarr", workers=1, engine="compiled", progress=False)
+    assert asked == ["layouts", "loaded"]

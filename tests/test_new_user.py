@@ -328,19 +328,19 @@ def slow_first_load(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """A kernel that is not in numba's cache and takes 1.6 s to load (a stand-in for the one-minute compile)."""
     import time
 
-    import palmc.api
+    from palmc.engine.compiled import driver
 
     loaded: list[float] = []
-    real_load = palmc.api.load_kernel
+    real_load = driver.load
 
-    def slow_load(plan: object) -> None:
+    def slow_load(layouts: object) -> None:
         time.sleep(1.6)
-        real_load(plan)
+        real_load(layouts)
         loaded.append(time.perf_counter())
 
-    monkeypatch.setattr(palmc.api, "kernel_loaded", lambda plan: bool(loaded))
-    monkeypatch.setattr(palmc.api, "kernel_cached", lambda plan: False)
-    monkeypatch.setattr(palmc.api, "load_kernel", slow_load)
+    monkeypatch.setattr(driver, "loaded", lambda layouts: bool(loaded))
+    monkeypatch.setattr(driver, "cached", lambda layouts: False)
+    monkeypatch.setattr(driver, "load", slow_load)
     return loaded
 
 
@@ -361,7 +361,7 @@ def test_first_run_says_it_compiles_with_a_spinner_before_the_progress_bar(tmp_p
 def test_first_run_message_without_progress_and_none_for_a_cached_kernel(tmp_path: Path,
                                                                          slow_first_load: list[float],
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import palmc.api
+    from palmc.engine.compiled import driver
 
     exp = write_experiment(tmp_path, models="  - {kind: PAL}", seeds=(11,))
     result = runner.invoke(app, ["simulate", str(exp), "--engine", "compiled", "--workers", "1", "--no-progress",
@@ -369,8 +369,8 @@ def test_first_run_message_without_progress_and_none_for_a_cached_kernel(tmp_pat
     assert result.exit_code == 0, result.output
     assert "compiling the simulation kernel" in result.output and "00:0" not in result.output
     slow_first_load.clear()
-    monkeypatch.setattr(palmc.api, "kernel_cached", lambda plan: True)
-    monkeypatch.setattr(palmc.api, "load_kernel", lambda plan: slow_first_load.append(0.0))  # a quick cached load
+    monkeypatch.setattr(driver, "cached", lambda layouts: True)
+    monkeypatch.setattr(driver, "load", lambda layouts: slow_first_load.append(0.0))  # a quick cached load
     result = runner.invoke(app, ["simulate", str(exp), "--engine", "compiled", "--workers", "1", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert "compiling" not in result.output and "compiled the kernel" not in result.output

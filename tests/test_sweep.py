@@ -124,6 +124,21 @@ def test_a_model_override_wins_over_the_sweep(tmp_path: Path) -> None:
     assert list(ds["eta_bw"].values) == ["[1.0]", "[2.0]"]
 
 
+def test_a_swept_field_named_like_a_store_coordinate_keeps_its_whole_path(tmp_path: Path) -> None:
+    """The plan names swept fields as their labels do (``gl``); the store, which has a conductance coordinate of
+    that name, names that field's coordinate by its whole path, and the other one by its short name."""
+    from palmc.store.writer import template
+
+    path = _swept(tmp_path, "sweep: {grid: {dynamics.gl: [0.03, 0.05], noise.tauxi: [0.1, 1.0]}}\n")
+    plan = make_plan(load_experiment(path), workers=1, engine="numpy")
+    assert plan.swept_names == {"dynamics.gl": "gl", "noise.tauxi": "tauxi"}
+    assert plan.variants[0].label.startswith("gl=0.03, tauxi=0.1")
+    coords = template(plan).coords
+    assert list(coords["dynamics_gl"].values) == [0.03, 0.03, 0.05, 0.05]
+    assert list(coords["tauxi"].values) == [0.1, 1.0, 0.1, 1.0]
+    assert coords["gl"].dims == ("model", "variant")  # the conductance, per model and variant
+
+
 def test_fig6_variants_are_the_reference_files(tmp_path: Path) -> None:
     """experiments/fig6.yaml's six variants have exactly the parameters of the reference's six Fig6 files."""
     experiment = load_experiment(EXPERIMENTS / "fig6.yaml")

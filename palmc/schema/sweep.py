@@ -120,13 +120,12 @@ def apply_values(settings: dict[str, Any], values: dict[str, Any]) -> dict[str, 
     return out
 
 
-def coordinate_names(paths: list[str], reserved: frozenset[str] = frozenset()) -> dict[str, str]:
-    """Store coordinate name of each swept path: its last part (``noise.tauxi`` -> ``tauxi``) unless two paths
-    share it or the store already has a coordinate of that name, then the whole path with '_'
-    (``init_teacher_WPP_range``)."""
+def coordinate_names(paths: list[str]) -> dict[str, str]:
+    """Short name of each swept path (in the variants' labels, and the store's coordinate of the field unless the
+    store has another of that name): its last part (``noise.tauxi`` -> ``tauxi``) unless two paths share it,
+    then the whole path with '_' (``init_teacher_WPP_range``)."""
     leaves = [path.split(".")[-1] for path in paths]
-    return {path: leaf if leaves.count(leaf) == 1 and leaf not in reserved else path.replace(".", "_")
-            for path, leaf in zip(paths, leaves)}
+    return {path: leaf if leaves.count(leaf) == 1 else path.replace(".", "_") for path, leaf in zip(paths, leaves)}
 
 
 def label(values: dict[str, Any]) -> str:

@@ -89,7 +89,9 @@ def _time_coords(plan: Plan) -> dict[str, xr.Variable]:
 def _variant_coords(plan: Plan, taken: set[str]) -> dict[str, xr.Variable]:
     """Coordinates along 'variant': index, label, the swept values and each variant's time course."""
     fixed = {"variant", "variant_label", "last_record", "presentation_steps", "steps_total", "record_every_steps"}
-    names = plan.coordinate_names(frozenset(taken | fixed))
+    # a swept field is named as in the labels, unless the store has a coordinate of that name: then by its whole
+    # path (as the sweep names fields whose last parts are the same)
+    names = {path: path.replace(".", "_") if name in taken | fixed else name for path, name in plan.swept_names.items()}
     coords = {
         "variant": xr.Variable("variant", np.arange(len(plan.variants), dtype=np.int64)),
         "variant_label": xr.Variable("variant", np.array([v.label for v in plan.variants], dtype=object),
@@ -135,7 +137,7 @@ def run_chunks(plan: Plan) -> tuple[tuple[int, ...], tuple[int, ...]]:
     shard: tuple[int, ...] = (plan.seeds_per_batch, models)
     if plan.has_variants:
         per_variant = plan.chunk_records * plan.seeds_per_batch * max(
-            (int(np.prod(v.record_shape(plan.layers))) * 8 for v in plan.variables), default=8)
+            (int(np.prod(shape)) * 8 for shape in plan.record_shapes.values()), default=8)
         wanted = max(1, CHUNK_BYTES_PER_RUN // per_variant)
         variants = max(d for d in range(1, plan.variants_per_batch + 1)
                        if plan.variants_per_batch % d == 0 and d <= wanted)
@@ -175,9 +177,10 @@ def template(plan: Plan) -> xr.Dataset:
     data_vars = {}
     chunk_runs, shard_runs = run_chunks(plan)
     for var in plan.variables:
-        shape = (plan.n_records, *var.record_shape(layers), *run_shape)
-        chunks = (plan.chunk_records, *var.record_shape(layers), *chunk_runs)
-        shards = (plan.chunk_records, *var.record_shape(layers), *shard_runs)
+        record = plan.record_shapes[var.name]
+        shape = (plan.n_records, *record, *run_shape)
+        chunks = (plan.chunk_records, *record, *chunk_runs)
+        shards = (plan.chunk_records, *record, *shard_runs)
         encoding: dict[str, object] = {"compressors": (record_compressor(),), "chunks": chunks}
         if shards != chunks:
             encoding["shards"] = shards

@@ -197,7 +197,7 @@ def load(layouts: Iterable[str] = LAYOUTS) -> float:
 
     Before a run, so that its first batch does not spend this time (mostly numba's own start-up)
     holding the GIL: the in-process run and a local cluster whose workers share or inherit this process load it
-    here (``palmc.runner.load_kernel``), workers that start afresh as they start (``palmc.worker_preload``).
+    here (``palmc.kernel.load_kernel``), workers that start afresh as they start (``palmc.worker_preload``).
     """
     start = time.perf_counter()
     params = ModelParams(model="PAL", layers=(1, 1, 1), activations=("logistic",) * 2, eta_fw=(0.0,) * 2,
