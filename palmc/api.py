@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import xarray as xr
 
-from palmc.distributed import (DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV, SchedulerError, active_client, check_reachable,
-                               default_workers, execute, read_progress_files)
+from palmc.distributed import (DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV, SchedulerError, active_client, default_workers,
+                               execute, read_progress_files)
 from palmc.plan import make_plan
 from palmc.store.integrity import summarise, verify
 from palmc.store.layout import decode_run_status, load_small_coords
@@ -101,12 +101,7 @@ def simulate(experiment, store: str | Path | None = None, *, overwrite: bool = F
     output = Output.open(store if store is not None else experiment.output.store, overwrite=overwrite,
                          resume=resume, engine=engine, seeds_per_batch=seeds_per_batch, note=log)
     plan = make_plan(experiment, workers=n_workers, **output.plan_settings(engine, seeds_per_batch))
-    remote = scheduler is not None or use_active
-    use_cluster = remote or (n_workers > 1 and len(plan.batches) > 1)
-    claim = output.claim(plan, min(n_workers, len(plan.batches)) if use_cluster else 1, local=not remote)
-    if isinstance(scheduler, str):
-        check_reachable(scheduler, timeout)  # a remote scheduler is reached before anything of the store is touched
-    execute(plan, claim, scheduler=scheduler, workers=n_workers, progress=progress, use_active=use_active,
+    execute(plan, output, scheduler=scheduler, workers=n_workers, progress=progress, use_active=use_active,
             connect_timeout=timeout, say=_say)
     return output.address
 

@@ -179,8 +179,8 @@ def validate(experiment: Path = typer.Argument(..., help="Experiment YAML file."
                    f"{data.n_classes} classes; {len(plan.eval_epochs)} evaluations (test set and "
                    f"{plan.protocol.eval_train_samples} training samples)")
     typer.echo(f"  variables   {', '.join(v.name for v in plan.variables)}")
-    typer.echo(f"  store       {exp.output.store}, about {plan.estimated_store_bytes() / 2**20:.1f} MiB uncompressed")
-    typer.echo(f"  memory      about {plan.estimated_batch_bytes() / 2**20:.1f} MiB per batch "
+    typer.echo(f"  store       {exp.output.store}, about {plan.memory.store_bytes / 2**20:.1f} MiB uncompressed")
+    typer.echo(f"  memory      about {plan.memory.batch_bytes / 2**20:.1f} MiB per batch "
                f"({plan.seeds_per_batch} seed(s) per batch); {fits}")
     typer.echo(f"  engine      {plan.engine}")
 

@@ -23,7 +23,7 @@ from palmc.kernel import load_kernel, load_kernel_visibly
 from palmc.runner import BatchResult, run_batch
 from palmc.schema.experiment import Compute
 from palmc.store.location import StoreLocation
-from palmc.store.output import Claim
+from palmc.store.output import Claim, Output
 from palmc.store.writer import CHECKPOINT_DIR, now, update_attrs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,23 +84,27 @@ def _progress_bar(total: int, enabled: bool):
                 smoothing=0.1, dynamic_ncols=True)
 
 
-def execute(plan: Plan, claim: Claim, *, scheduler: "str | Client | object | None", workers: int, progress: bool,
-            use_active: bool = False, say: Callable[[str], None] | None = None,
+def execute(plan: Plan, output: Output, *, scheduler: "str | Client | object | None", workers: int,
+            progress: bool, use_active: bool = False, say: Callable[[str], None] | None = None,
             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
-    """Run every batch of ``plan`` into the store of ``claim``, which is held for the run (``Claim.held``: laid
-    out or reopened, the runs' outcomes recorded at the end, :class:`~palmc.store.output.RunFailures` raised if
-    runs failed or diverged): on the cluster of ``scheduler`` (a ``Client``, a cluster or an address), on the
-    active client if ``use_active``, on a LocalCluster of ``workers`` processes, or here when there is a single
-    batch or a single worker.
+    """Run every batch of ``plan`` into ``output``: on the cluster of ``scheduler`` (a ``Client``, a cluster or
+    an address), on the active client if ``use_active``, on a LocalCluster of ``workers`` processes, or here
+    when there is a single batch or a single worker.
 
-    The compiled kernel is loaded into this process first, visibly (unless the run goes to a cluster that is not
-    this process's, whose workers load it); ``say`` is told that, which cluster is used and where its dashboard
-    is. A scheduler address is reached within ``connect_timeout`` seconds. The store is marked interrupted if
-    this is stopped.
+    The output is first claimed for the plan (``Output.claim``: the checks before anything is written, among
+    them that the batches fit this machine's memory, as many at once as run here), then a scheduler address is
+    reached within ``connect_timeout`` seconds, and only then is the store held for the run (``Claim.held``:
+    laid out or reopened, the runs' outcomes recorded at the end, :class:`~palmc.store.output.RunFailures`
+    raised if runs failed or diverged). The compiled kernel is loaded into this process first, visibly (unless
+    the run goes to a cluster that is not this process's, whose workers load it); ``say`` is told that, which
+    cluster is used and where its dashboard is. The store is marked interrupted if this is stopped.
     """
     say = say or (lambda message: None)
-    use_cluster = scheduler is not None or use_active or (workers > 1 and len(plan.batches) > 1)
     here = scheduler is None and not use_active
+    use_cluster = not here or (workers > 1 and len(plan.batches) > 1)
+    claim: Claim = output.claim(plan, min(workers, len(plan.batches)) if use_cluster else 1, local=here)
+    if isinstance(scheduler, str):
+        check_reachable(scheduler, connect_timeout)  # before anything of the store is touched
     # the store is laid out aside while this process starts the cluster or loads the kernel (if either is to do;
     # a kernel that turns out to be loaded already costs the fork, a few milliseconds)
     aside = can_fork() and (use_cluster or plan.engine == "compiled")

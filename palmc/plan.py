@@ -86,6 +86,37 @@ class Variant:
         return self.protocol.total_steps // self.every
 
 
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What a plan's run needs, estimated from the sizes alone (nothing allocated), computed once with the plan:
+    the store checks it against the machine before anything is written, and ``palmc validate`` shows it."""
+
+    batch_bytes: int  # a worker's largest batch
+    coordinator_bytes: int  # the store's layout in the palmc process
+    store_bytes: int  # the recordings, uncompressed
+
+    @classmethod
+    def of(cls, plan: "Plan") -> "MemoryEstimate":
+        """The engine's state of the largest batch (about STATE_ARRAYS_PER_WEIGHT arrays the size of the weights,
+        STATE_ARRAYS_PER_NEURON the size of the neurons), its input patterns, the recorder's chunk buffers and
+        copies of the largest variable's chunk for writing it; the store's time coordinates (time, step, epoch,
+        phase: about COORD_BYTES_PER_RECORD per record); every record of every run."""
+        layers = plan.layers
+        weights = sum(layers[i] * layers[i - 1] for i in range(1, len(layers)))
+        neurons = sum(layers)
+        runs = max(b.n_runs for b in plan.batches)
+        state = (STATE_ARRAYS_PER_WEIGHT * weights + STATE_ARRAYS_PER_NEURON * neurons) * 8 * runs
+        patterns = max(v.protocol.dataset_size for v in plan.variants)  # input patterns, targets, orders
+        state += patterns * (layers[0] + layers[-1] + runs) * 8
+        sizes = [math.prod(shape) for shape in plan.record_shapes.values()]
+        chunk = sum(sizes) * 8 * plan.chunk_records * runs
+        largest = max(sizes, default=0)
+        batch = state + chunk + 2 * largest * 8 * plan.chunk_records * runs
+        coordinator = COORD_BYTES_PER_RECORD * plan.n_records * max(1, len(plan.variants) if plan.has_variants else 1)
+        return cls(batch_bytes=batch, coordinator_bytes=coordinator,
+                   store_bytes=sum(sizes) * 8 * plan.n_records * plan.n_runs)
+
+
 @dataclass
 class Plan:
     name: str
@@ -102,6 +133,10 @@ class Plan:
     engine: str
     seeds_per_batch: int
     variants_per_batch: int = 1
+    memory: MemoryEstimate = field(init=False)  # what its run needs, estimated once from the sizes
+
+    def __post_init__(self) -> None:
+        self.memory = MemoryEstimate.of(self)
 
     # the first variant's settings (the only ones without a sweep)
     @property
@@ -183,33 +218,6 @@ class Plan:
             for name in self.model_names[batch.models]
             for variant in variants
         ]
-
-    def estimated_store_bytes(self) -> int:
-        per_record = sum(math.prod(shape) for shape in self.record_shapes.values())
-        return per_record * 8 * self.n_records * self.n_runs
-
-    def estimated_batch_bytes(self) -> int:
-        """Memory a worker needs for the largest batch (an estimate from the sizes alone, nothing allocated): the
-        engine's state (about STATE_ARRAYS_PER_WEIGHT arrays the size of the weights, STATE_ARRAYS_PER_NEURON the
-        size of the neurons), the input patterns, the recorder's chunk buffers, and copies of the largest
-        variable's chunk for writing it."""
-        layers = self.layers
-        weights = sum(layers[i] * layers[i - 1] for i in range(1, len(layers)))
-        neurons = sum(layers)
-        runs = max(b.n_runs for b in self.batches)
-        state = (STATE_ARRAYS_PER_WEIGHT * weights + STATE_ARRAYS_PER_NEURON * neurons) * 8 * runs
-        patterns = max(v.protocol.dataset_size for v in self.variants)  # input patterns, targets, orders
-        state += patterns * (layers[0] + layers[-1] + runs) * 8
-        sizes = [math.prod(shape) for shape in self.record_shapes.values()]
-        chunk = sum(sizes) * 8 * self.chunk_records * runs
-        largest = max(sizes, default=0)
-        return state + chunk + 2 * largest * 8 * self.chunk_records * runs
-
-    def estimated_coordinator_bytes(self) -> int:
-        """Memory of the store's layout in the palmc process: its time coordinates (time, step, epoch, phase:
-        about COORD_BYTES_PER_RECORD per record)."""
-        return COORD_BYTES_PER_RECORD * self.n_records * max(1, len(self.variants) if self.has_variants else 1)
-
 
 def _structure(p: ModelParams) -> tuple:
     return (p.layers, p.activations, p.dt)

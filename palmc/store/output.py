@@ -41,7 +41,7 @@ def check_fits_memory(plan: Plan, concurrent_batches: int, local: bool = True) -
     """Refuse a plan whose batches cannot fit this machine's memory (estimated, nothing allocated)."""
     import psutil
 
-    batch, coordinator = plan.estimated_batch_bytes(), plan.estimated_coordinator_bytes()
+    batch, coordinator = plan.memory.batch_bytes, plan.memory.coordinator_bytes
     need = coordinator + (batch * concurrent_batches if local else 0)
     available = psutil.virtual_memory().available
     if need > available:
