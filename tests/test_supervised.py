@@ -245,8 +245,8 @@ def test_compiled_kernel_matches_numpy_on_a_supervised_run(layout: str, layers: 
     assert ref.done and fast.done
 
 
-# a learning-rate schedule that acts from the second epoch on, on every rate (PAL's feedback too)
-SCHEDULE = dict(eta_decay=0.5, eta_decay_after=1, eta_decay_rates=("eta_fw", "eta_bw", "eta_IP", "eta_PI"))
+# a learning-rate schedule that acts from the second epoch on, on every rate (the default: PAL's feedback too)
+SCHEDULE = dict(eta_decay=0.5, eta_decay_after=1)
 
 
 def test_learning_rate_schedule_scales_the_rates_of_each_epoch() -> None:

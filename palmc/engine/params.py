@@ -59,7 +59,7 @@ class ModelParams:
     # are multiplied by eta_decay once per further epoch (1: no schedule)
     eta_decay: float = 1.0
     eta_decay_after: int = 0
-    eta_decay_rates: tuple[DecayedRate, ...] = ("eta_fw", "eta_IP", "eta_PI")
+    eta_decay_rates: tuple[DecayedRate, ...] = ("eta_fw", "eta_bw", "eta_IP", "eta_PI")
     # PAL noise
     noise_type: NoiseType = "OU"
     noise_mode: NoiseMode = "const"

@@ -362,11 +362,10 @@ class Plasticity(Section):
         0, ge=0, description="Number of epochs learned at the full rates before eta_decay starts to act."
     )
     eta_decay_rates: list[DecayedRate] = Field(
-        default_factory=lambda: ["eta_fw", "eta_IP", "eta_PI"],
+        default_factory=lambda: ["eta_fw", "eta_bw", "eta_IP", "eta_PI"],
         min_length=1,
         description="The learning rates eta_decay scales, each named once: any of 'eta_fw', 'eta_bw', 'eta_IP', "
-        "'eta_PI' (PAL's regularizer alpha acts through eta_bw). Default: the forward and lateral rates; PAL's "
-        "feedback keeps learning at its full rate.",
+        "'eta_PI' (PAL's regularizer alpha acts through eta_bw). Default: all four.",
     )
 
     @field_validator("eta_decay_rates")
