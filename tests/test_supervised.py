@@ -198,7 +198,7 @@ def test_one_hot_labels_and_target_mapping() -> None:
 
 
 def test_dataset_only_in_task_supervised() -> None:
-    text = SUPERVISED_YAML.format(dataset="yinyang", epochs=1, every=1).replace("[4, 8, 2]", "[4, 8, 3]")
+    text = SUPERVISED_YAML.format(dataset="yinyang", epochs=1, every=1, plasticity="").replace("[4, 8, 2]", "[4, 8, 3]")
     assert parse_experiment(text).labelled_data().n_train == 5000
     with pytest.raises(ExperimentError, match="input.dataset: used only by task supervised") as error:
         parse_experiment(text.replace("task: supervised", "task: fw_bw"))
