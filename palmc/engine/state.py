@@ -86,7 +86,8 @@ class BatchParams:
     dt_over_tauHP: np.ndarray = field(init=False)
     inv_tauxi: np.ndarray = field(init=False)  # 1 / tau_xi and sqrt(dt tau_xi) of the OU noise
     sqrt_dt_tauxi: np.ndarray = field(init=False)
-    _by_epoch: dict[int, "BatchParams"] = field(init=False, repr=False, compare=False)  # the last epoch's copy
+    _scheduled: bool = field(init=False, repr=False, compare=False)  # some run's rates change between epochs
+    _by_epoch: dict[int, "BatchParams"] = field(init=False, repr=False, compare=False)  # the last epoch's
 
     def __post_init__(self) -> None:
         dt = self.dt
@@ -104,6 +105,7 @@ class BatchParams:
         self.dt_over_tauHP = dt / self.tauHP
         self.inv_tauxi = 1 / self.tauxi
         self.sqrt_dt_tauxi = np.sqrt(dt * self.tauxi)
+        self._scheduled = bool(np.any(self.eta_decay != 1.0))
         self._by_epoch = {}
 
     def for_epoch(self, epoch: int) -> "BatchParams":
@@ -111,15 +113,16 @@ class BatchParams:
         run are multiplied by eta_decay ** (epoch - eta_decay_after + 1) from epoch eta_decay_after on.
 
         Without a schedule in effect (every factor 1, e.g. eta_decay = 1) this is ``self``, so runs without one
-        are computed exactly as before. Both engines take their rates from it; the last epoch's copy is kept.
+        are computed exactly as before. Both engines take their rates from it (the NumPy engine at every step: the
+        last epoch's answer is kept).
         """
+        if not self._scheduled:
+            return self
         if epoch not in self._by_epoch:
             decays = np.maximum(epoch - self.eta_decay_after + 1, 0)
             factor = np.where(decays > 0, self.eta_decay ** decays, 1.0)
-            if np.all(factor == 1.0):
-                return self
             self._by_epoch.clear()
-            self._by_epoch[epoch] = replace(self, **{
+            self._by_epoch[epoch] = self if np.all(factor == 1.0) else replace(self, **{
                 name: [rates * np.where(self.eta_decay_rates[name], factor, 1.0) for rates in getattr(self, name)]
                 for name in ("eta_fw", "eta_bw", "eta_IP", "eta_PI")})
         return self._by_epoch[epoch]
