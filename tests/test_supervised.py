@@ -213,14 +213,15 @@ def test_dataset_only_in_task_supervised() -> None:
 
 
 def small_supervised(layers: tuple[int, ...], models: tuple[str, ...] = ("BP", "FA", "PAL"), epochs: int = 2,
-                     **changes: object) -> Simulation:
+                     per_model: dict[str, dict[str, object]] | None = None, **changes: object) -> Simulation:
     x_train, y_train = yinyang(6, 3)
     x_test, y_test = yinyang(5, 4)
     data = LabelledData(x_train, y_train, x_test, y_test, 3, "yinyang")
     proto = Protocol(task="supervised", dataset_size=6, epochs=epochs, steps_per_presentation=10, settling_steps=15,
                      data=data, target=TargetMap(1.0, -0.5, "voltage"), eval_every=1, eval_train_samples=4)
-    runs = [RunSpec(seed=seed, model_name=m, params=make_params(m, layers, **changes), input_seed=1,
-                    teacher_seed_source=1)
+    own = per_model or {}
+    runs = [RunSpec(seed=seed, model_name=m, params=make_params(m, layers, **{**changes, **own.get(m, {})}),
+                    input_seed=1, teacher_seed_source=1)
             for seed in (1, 2) for m in models]
     return Simulation(runs, proto)
 
@@ -249,6 +250,10 @@ def test_compiled_kernel_matches_numpy_on_a_supervised_run(layout: str, layers: 
 SCHEDULE = dict(eta_decay=0.5, eta_decay_after=1)
 
 
+# runs of one batch with different schedules: none (BP), the shared one (FA), PAL's feedback alone from the start
+MIXED = {"BP": dict(eta_decay=1.0), "PAL": dict(eta_decay=0.7, eta_decay_after=0, eta_decay_rates=("eta_bw",))}
+
+
 def test_learning_rate_schedule_scales_the_rates_of_each_epoch() -> None:
     sim = small_supervised((4, 5, 3), epochs=3, **SCHEDULE)
     S, N = sim.protocol.settling_steps, sim.protocol.steps_per_epoch
@@ -265,11 +270,18 @@ def test_learning_rate_schedule_scales_the_rates_of_each_epoch() -> None:
     np.testing.assert_array_equal(epoch_0.dt_eta_IP[0], only_forward.params.dt_eta_IP[0])
     without = small_supervised((4, 5, 3), epochs=3)
     assert all(without.params_at(k) is without.params for k in (1, S + 1, S + 2 * N + 1))  # no schedule: unchanged
+    mixed = small_supervised((4, 5, 3), epochs=3, per_model=MIXED, **SCHEDULE)  # runs: (BP, FA, PAL) x 2 seeds
+    epoch_1 = mixed.params_at(S + N + 1)
+    expected = {"dt_eta_fw": [1, 0.5, 1], "dt_eta_IP": [1, 0.5, 1], "dt_eta_bw": [1, 0.5, 0.7**2]}
+    for name, factors in expected.items():
+        np.testing.assert_allclose(getattr(epoch_1, name)[0], getattr(mixed.params, name)[0] * (factors * 2),
+                                   rtol=1e-15, err_msg=name)
 
 
 @pytest.mark.parametrize("layout, layers", [("neurons", (4, 5, 3)), ("lanes", (4, 3, 3))])
 def test_compiled_kernel_matches_numpy_under_a_learning_rate_schedule(layout: str, layers: tuple[int, ...]) -> None:
-    ref, fast = small_supervised(layers, epochs=3, **SCHEDULE), small_supervised(layers, epochs=3, **SCHEDULE)
+    ref = small_supervised(layers, epochs=3, per_model=MIXED, **SCHEDULE)
+    fast = small_supervised(layers, epochs=3, per_model=MIXED, **SCHEDULE)
     constant = small_supervised(layers, epochs=3)
     # in pieces that start and end within epochs, so that segments cross epoch starts
     for n in (15 + 25, 47, 60, 58):
