@@ -9,7 +9,8 @@
 
 Time course of every run: S settling steps (no learning, no target, no noise) on the unshuffled inputs, then
 E epochs; each epoch reshuffles the order of the previous epoch with the run's own ``RandomState(seed)`` and
-presents every sample for Tp steps.
+presents every sample for Tp steps, with the learning rates of the epoch (the optional learning-rate schedule,
+``Simulation.params_at``).
 """
 
 from __future__ import annotations
