@@ -208,9 +208,11 @@ def test_full_fig6_prospective_voltages_align_at_every_noise_time_scale(tmp_path
 @pytest.mark.slow
 def test_full_yinyang_microcircuits_beat_a_linear_classifier(tmp_path: Path) -> None:
     """The Yin-Yang experiment's outcome (experiments/README.md): every model uses its hidden layer (far above the
-    published linear classifier's 64 %), BP's microcircuit is best (~93 %), FA and PAL reach ~87 %."""
+    published linear classifier's 64 %), BP and PAL reach ~95 % (95.7 and 95.1 %), PAL within 2 points of BP, and
+    FA falls behind (88.6 %). The bounds leave half a point: millions of steps of online learning amplify any
+    change in the last bits of the arithmetic into accuracy differences of that order."""
     reproduce("yinyang", tmp_path, store=ROOT / "results" / "yinyang.zarr", progress=False, log=lambda _: None)
     numbers = pd.read_csv(tmp_path / "numbers.csv")
     test = numbers[numbers["quantity"] == "test_accuracy_percent"].set_index("model")["palmc_mean"]
-    assert test["BP"] > 91 and test["FA"] > 84 and test["PAL"] > 84, test
-    assert test["BP"] > max(test["FA"], test["PAL"]), test
+    assert test["BP"] > 94.5 and test["PAL"] > 94.5 and test["FA"] > 85, test
+    assert abs(test["BP"] - test["PAL"]) <= 2 and test["PAL"] > test["FA"] + 3, test

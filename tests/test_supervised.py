@@ -98,7 +98,7 @@ name: separable
 task: supervised
 network: {{layers: [4, 8, 2]}}
 dynamics: {{dt: 0.1, Tpres: 1.0, settling_time: 1.0}}
-plasticity: {{eta_fw: [30.0, 0.3], eta_bw: [0.0], eta_IP: [10.0], eta_PI: [0.0]}}
+plasticity: {{eta_fw: [30.0, 0.3], eta_bw: [0.0], eta_IP: [10.0], eta_PI: [0.0]{plasticity}}}
 input:
   epochs: {epochs}
   dataset: {dataset}
@@ -109,9 +109,9 @@ recording: {{variables: [WPP, MSE], every: 500}}
 """
 
 
-def write_supervised(tmp_path: Path, dataset: str, epochs: int = 20, every: int = 5) -> Path:
+def write_supervised(tmp_path: Path, dataset: str, epochs: int = 20, every: int = 5, plasticity: str = "") -> Path:
     path = tmp_path / "separable.yaml"
-    path.write_text(SUPERVISED_YAML.format(dataset=dataset, epochs=epochs, every=every))
+    path.write_text(SUPERVISED_YAML.format(dataset=dataset, epochs=epochs, every=every, plasticity=plasticity))
     return path
 
 
@@ -198,7 +198,7 @@ def test_one_hot_labels_and_target_mapping() -> None:
 
 
 def test_dataset_only_in_task_supervised() -> None:
-    text = SUPERVISED_YAML.format(dataset="yinyang", epochs=1, every=1).replace("[4, 8, 2]", "[4, 8, 3]")
+    text = SUPERVISED_YAML.format(dataset="yinyang", epochs=1, every=1, plasticity="").replace("[4, 8, 2]", "[4, 8, 3]")
     assert parse_experiment(text).labelled_data().n_train == 5000
     with pytest.raises(ExperimentError, match="input.dataset: used only by task supervised") as error:
         parse_experiment(text.replace("task: supervised", "task: fw_bw"))
@@ -212,13 +212,16 @@ def test_dataset_only_in_task_supervised() -> None:
 # -- engines and evaluation --------------------------------------------------------------------------------------
 
 
-def small_supervised(layers: tuple[int, ...], models: tuple[str, ...] = ("BP", "FA", "PAL")) -> Simulation:
+def small_supervised(layers: tuple[int, ...], models: tuple[str, ...] = ("BP", "FA", "PAL"), epochs: int = 2,
+                     per_model: dict[str, dict[str, object]] | None = None, **changes: object) -> Simulation:
     x_train, y_train = yinyang(6, 3)
     x_test, y_test = yinyang(5, 4)
     data = LabelledData(x_train, y_train, x_test, y_test, 3, "yinyang")
-    proto = Protocol(task="supervised", dataset_size=6, epochs=2, steps_per_presentation=10, settling_steps=15,
+    proto = Protocol(task="supervised", dataset_size=6, epochs=epochs, steps_per_presentation=10, settling_steps=15,
                      data=data, target=TargetMap(1.0, -0.5, "voltage"), eval_every=1, eval_train_samples=4)
-    runs = [RunSpec(seed=seed, model_name=m, params=make_params(m, layers), input_seed=1, teacher_seed_source=1)
+    own = per_model or {}
+    runs = [RunSpec(seed=seed, model_name=m, params=make_params(m, layers, **{**changes, **own.get(m, {})}),
+                    input_seed=1, teacher_seed_source=1)
             for seed in (1, 2) for m in models]
     return Simulation(runs, proto)
 
@@ -241,6 +244,53 @@ def test_compiled_kernel_matches_numpy_on_a_supervised_run(layout: str, layers: 
         driver.advance(fast, n, layout=layout, specialise=False)
         assert_same(ref, fast, layout)
     assert ref.done and fast.done
+
+
+# a learning-rate schedule that acts from the second epoch on, on every rate (the default: PAL's feedback too)
+SCHEDULE = dict(eta_decay=0.5, eta_decay_after=1)
+
+
+# runs of one batch with different schedules: none (BP), the shared one (FA), PAL's feedback alone from the start
+MIXED = {"BP": dict(eta_decay=1.0), "PAL": dict(eta_decay=0.7, eta_decay_after=0, eta_decay_rates=("eta_bw",))}
+
+
+def test_learning_rate_schedule_scales_the_rates_of_each_epoch() -> None:
+    sim = small_supervised((4, 5, 3), epochs=3, **SCHEDULE)
+    S, N = sim.protocol.settling_steps, sim.protocol.steps_per_epoch
+    assert sim.params_at(S) is sim.params and sim.params_at(S + N) is sim.params  # settling and epoch 0
+    for epoch, factor in ((1, 0.5), (2, 0.25)):
+        scaled = sim.params_at(S + epoch * N + 1)
+        assert scaled is sim.params_at(S + (epoch + 1) * N)  # one set of rates per epoch
+        for name in ("dt_eta_fw", "dt_eta_bw", "dt_eta_IP", "dt_eta_PI", "dt_alpha_eta_bw"):
+            for base, rates in zip(getattr(sim.params, name), getattr(scaled, name)):
+                np.testing.assert_allclose(rates, base * factor, rtol=1e-15, err_msg=name)
+    only_forward = small_supervised((4, 5, 3), epochs=3, eta_decay=0.5, eta_decay_rates=("eta_fw",))
+    epoch_0 = only_forward.params_at(S + 1)
+    np.testing.assert_array_equal(epoch_0.dt_eta_fw[0], only_forward.params.dt_eta_fw[0] * 0.5)
+    np.testing.assert_array_equal(epoch_0.dt_eta_IP[0], only_forward.params.dt_eta_IP[0])
+    without = small_supervised((4, 5, 3), epochs=3)
+    assert all(without.params_at(k) is without.params for k in (1, S + 1, S + 2 * N + 1))  # no schedule: unchanged
+    mixed = small_supervised((4, 5, 3), epochs=3, per_model=MIXED, **SCHEDULE)  # runs: (BP, FA, PAL) x 2 seeds
+    epoch_1 = mixed.params_at(S + N + 1)
+    expected = {"dt_eta_fw": [1, 0.5, 1], "dt_eta_IP": [1, 0.5, 1], "dt_eta_bw": [1, 0.5, 0.7**2]}
+    for name, factors in expected.items():
+        np.testing.assert_allclose(getattr(epoch_1, name)[0], getattr(mixed.params, name)[0] * (factors * 2),
+                                   rtol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize("layout, layers", [("neurons", (4, 5, 3)), ("lanes", (4, 3, 3))])
+def test_compiled_kernel_matches_numpy_under_a_learning_rate_schedule(layout: str, layers: tuple[int, ...]) -> None:
+    ref = small_supervised(layers, epochs=3, per_model=MIXED, **SCHEDULE)
+    fast = small_supervised(layers, epochs=3, per_model=MIXED, **SCHEDULE)
+    constant = small_supervised(layers, epochs=3)
+    # in pieces that start and end within epochs, so that segments cross epoch starts
+    for n in (15 + 25, 47, 60, 58):
+        ref.advance(n)
+        constant.advance(n)
+        driver.advance(fast, n, layout=layout, specialise=False)
+        assert_same(ref, fast, layout)
+    assert ref.done and fast.done
+    np.testing.assert_raises(AssertionError, assert_same, ref, constant)  # the schedule did change the learning
 
 
 def test_evaluation_leaves_the_training_run_untouched() -> None:
@@ -274,11 +324,16 @@ def test_evaluation_reads_the_argmax_of_the_output_rates() -> None:
     np.testing.assert_array_equal(accuracy["train_accuracy"], (classes[:, 5:] == labels[5:]).mean(axis=1))
 
 
-def test_interrupted_supervised_run_resumes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine, plasticity", [
+    ("numpy", ""),
+    ("numpy", ", eta_decay: 0.5, eta_decay_after: 1"),  # the interruption falls in the first epoch
+    ("compiled", ", eta_decay: 0.5, eta_decay_after: 1"),
+])
+def test_interrupted_supervised_run_resumes_exactly(tmp_path: Path, engine: str, plasticity: str) -> None:
     data = write_npz(tmp_path / "data.npz")
-    exp = load_experiment(write_supervised(tmp_path, str(data), epochs=4, every=1))
+    exp = load_experiment(write_supervised(tmp_path, str(data), epochs=4, every=1, plasticity=plasticity))
     exp.recording.chunk_records = 2
-    plan = make_plan(exp, workers=1, engine="numpy")
+    plan = make_plan(exp, workers=1, engine=engine)
     store = tmp_path / "interrupted.zarr"
     create_store(plan, store)
 

@@ -21,6 +21,7 @@ ModelKind = Literal["BP", "FA", "PAL"]
 Task = Literal["bw_only", "fw_bw", "supervised"]
 Activation = Literal["logistic", "hard_sigmoid", "relu", "soft_relu", "linear", "tanh"]
 NoiseType = Literal["OU", "hold_white_noise"]
+DecayedRate = Literal["eta_fw", "eta_bw", "eta_IP", "eta_PI"]
 NoiseMode = Literal["const", "uP", "uP_breve", "vapi"]
 Range = tuple[float, float]
 
@@ -54,6 +55,11 @@ class ModelParams:
     eta_PI: tuple[float, ...] = ()
     alpha: tuple[float, ...] = ()
     dWPP_use_activation: bool = True
+    # learning-rate schedule: after eta_decay_after epochs at the full rates, the rates named in eta_decay_rates
+    # are multiplied by eta_decay once per further epoch (1: no schedule)
+    eta_decay: float = 1.0
+    eta_decay_after: int = 0
+    eta_decay_rates: tuple[DecayedRate, ...] = ("eta_fw", "eta_bw", "eta_IP", "eta_PI")
     # PAL noise
     noise_type: NoiseType = "OU"
     noise_mode: NoiseMode = "const"

@@ -8,7 +8,7 @@ maps layer i+2 onto the apical dendrites of layer i+1. The store converts to net
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -67,6 +67,10 @@ class BatchParams:
     inter_low_pass: np.ndarray  # PAL only
     gate_regularizer: np.ndarray
     varphi_regularizer: np.ndarray  # only without gate_regularizer
+    # learning-rate schedule (``for_epoch``): per-epoch factor, full-rate epochs, and which rates it scales
+    eta_decay: np.ndarray
+    eta_decay_after: np.ndarray
+    eta_decay_rates: dict[str, np.ndarray]  # rate name (eta_fw, eta_bw, eta_IP, eta_PI) -> (R,) bool
     # derived constants, computed once here (``__post_init__``) and read by every engine
     c_hid: np.ndarray = field(init=False)  # g_bas / (g_l + g_bas + g_api): hidden layers' basal prediction
     c_out: np.ndarray = field(init=False)  # g_bas / (g_l + g_bas): the output layer's
@@ -82,6 +86,8 @@ class BatchParams:
     dt_over_tauHP: np.ndarray = field(init=False)
     inv_tauxi: np.ndarray = field(init=False)  # 1 / tau_xi and sqrt(dt tau_xi) of the OU noise
     sqrt_dt_tauxi: np.ndarray = field(init=False)
+    _scheduled: bool = field(init=False, repr=False, compare=False)  # some run's rates change between epochs
+    _by_epoch: dict[int, "BatchParams"] = field(init=False, repr=False, compare=False)  # the last epoch's
 
     def __post_init__(self) -> None:
         dt = self.dt
@@ -99,6 +105,27 @@ class BatchParams:
         self.dt_over_tauHP = dt / self.tauHP
         self.inv_tauxi = 1 / self.tauxi
         self.sqrt_dt_tauxi = np.sqrt(dt * self.tauxi)
+        self._scheduled = bool(np.any(self.eta_decay != 1.0))
+        self._by_epoch = {}
+
+    def for_epoch(self, epoch: int) -> "BatchParams":
+        """The parameters of (0-based) epoch ``epoch`` under the learning-rate schedule: the scheduled rates of a
+        run are multiplied by eta_decay ** (epoch - eta_decay_after + 1) from epoch eta_decay_after on.
+
+        Without a schedule in effect (every factor 1, e.g. eta_decay = 1) this is ``self``, so runs without one
+        are computed exactly as before. Both engines take their rates from it (the NumPy engine at every step: the
+        last epoch's answer is kept).
+        """
+        if not self._scheduled:
+            return self
+        if epoch not in self._by_epoch:
+            decays = np.maximum(epoch - self.eta_decay_after + 1, 0)
+            factor = np.where(decays > 0, self.eta_decay ** decays, 1.0)
+            self._by_epoch.clear()
+            self._by_epoch[epoch] = self if np.all(factor == 1.0) else replace(self, **{
+                name: [rates * np.where(self.eta_decay_rates[name], factor, 1.0) for rates in getattr(self, name)]
+                for name in ("eta_fw", "eta_bw", "eta_IP", "eta_PI")})
+        return self._by_epoch[epoch]
 
     @property
     def n_runs(self) -> int:
@@ -158,6 +185,10 @@ class BatchParams:
             inter_low_pass=is_pal & np.array([p.inter_low_pass for p in models]),
             gate_regularizer=gate,
             varphi_regularizer=is_pal & ~gate & np.array([p.varphi_regularizer for p in models]),
+            eta_decay=col("eta_decay"),
+            eta_decay_after=np.array([p.eta_decay_after for p in models], dtype=np.int64),
+            eta_decay_rates={name: np.array([name in p.eta_decay_rates for p in models])
+                             for name in ("eta_fw", "eta_bw", "eta_IP", "eta_PI")},
         )
 
 

@@ -9,7 +9,8 @@
 
 Time course of every run: S settling steps (no learning, no target, no noise) on the unshuffled inputs, then
 E epochs; each epoch reshuffles the order of the previous epoch with the run's own ``RandomState(seed)`` and
-presents every sample for Tp steps.
+presents every sample for Tp steps, with the learning rates of the epoch (the optional learning-rate schedule,
+``Simulation.params_at``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ RecordHook = Callable[["Simulation"], None]
 # plasticity filters, and no noise, which is only injected while feedback weights learn), always looks ahead fully
 # (taur), always starts in the self-predicting state and is drawn from its own init ranges
 TEACHER_INDEPENDENT: tuple[str, ...] = (
-    "eta_fw", "eta_bw", "eta_IP", "eta_PI", "alpha", "dWPP_use_activation",
+    "eta_fw", "eta_bw", "eta_IP", "eta_PI", "alpha", "dWPP_use_activation", "eta_decay", "eta_decay_after",
+    "eta_decay_rates",
     "noise_type", "noise_mode", "noise_scale", "tauxi", "dtxi",
     "tauHP", "pyr_hi_pass", "dWPP_low_pass", "dWPP_r_low_pass", "dWPP_post_low_pass", "gate_regularizer",
     "varphi_regularizer", "taur", "init_WPP_range", "init_WIP_range", "init_BPP_range", "init_BPI_range",
@@ -229,13 +231,21 @@ class Simulation:
         target = None if self.targets is None else self.targets[runs, sample]
         return self.patterns[runs, sample], target, self.learning
 
+    def params_at(self, k: int) -> BatchParams:
+        """The parameters (1-based) step k runs with: the learning rates of its epoch (``BatchParams.for_epoch``);
+        settling steps learn nothing and use ``params`` as they are."""
+        proto = self.protocol
+        if k <= proto.settling_steps:
+            return self.params
+        return self.params.for_epoch((k - proto.settling_steps - 1) // proto.steps_per_epoch)
+
     def advance(self, n_steps: int, on_step: RecordHook | None = None) -> None:
         """Advance all runs by ``n_steps`` steps (never past the end of the protocol)."""
         end = min(self.state.step + n_steps, self.protocol.total_steps)
         while self.state.step < end:
             r0, target, learning = self.step_inputs(self.state.step + 1)
             self.current_input, self.current_target = r0, target
-            step(self.state, self.params, r0, target, learning, self.rngs,
+            step(self.state, self.params_at(self.state.step + 1), r0, target, learning, self.rngs,
                  record=(lambda _s: on_step(self)) if on_step is not None else None)
 
     @property

@@ -42,6 +42,7 @@ from palmc.engine.datasets import (
 )
 from palmc.engine.params import (
     Activation,
+    DecayedRate,
     ModelKind,
     ModelParams,
     NoiseMode,
@@ -348,6 +349,32 @@ class Plasticity(Section):
         description="Whether the forward-weight update compares rates (phi(u) - phi(v_hat), standard) instead of "
         "voltages (u - v_hat).",
     )
+    eta_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Learning-rate schedule: after eta_decay_after epochs at the full rates, every further epoch "
+        "multiplies the rates named in eta_decay_rates by this factor (epoch e, counted from 0, learns with "
+        "eta * eta_decay ** (e - eta_decay_after + 1)), so that online learning settles at the end. 1 = no schedule "
+        "(constant rates). The rates change only at epoch starts; settling learns nothing.",
+    )
+    eta_decay_after: int = Field(
+        0, ge=0, description="Number of epochs learned at the full rates before eta_decay starts to act."
+    )
+    eta_decay_rates: list[DecayedRate] = Field(
+        default_factory=lambda: ["eta_fw", "eta_bw", "eta_IP", "eta_PI"],
+        min_length=1,
+        description="The learning rates eta_decay scales, each named once: any of 'eta_fw', 'eta_bw', 'eta_IP', "
+        "'eta_PI' (PAL's regularizer alpha acts through eta_bw). Default: all four.",
+    )
+
+    @field_validator("eta_decay_rates")
+    @classmethod
+    def _each_rate_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"expected each rate once, got {', '.join(repeated)} more than once")
+        return value
 
 
 class Noise(Section):
@@ -1074,6 +1101,9 @@ class Experiment(Section):
             eta_PI=tuple(plasticity.eta_PI),
             alpha=tuple(plasticity.alpha or ()),
             dWPP_use_activation=plasticity.dWPP_use_activation,
+            eta_decay=plasticity.eta_decay,
+            eta_decay_after=plasticity.eta_decay_after,
+            eta_decay_rates=tuple(plasticity.eta_decay_rates),
             noise_type=noise.type,
             noise_mode=noise.mode,
             noise_scale=tuple(noise.scale or ()),

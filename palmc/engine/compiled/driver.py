@@ -106,6 +106,7 @@ def advance(sim: Simulation, n_steps: int, recorder: Recorder | None = None,
     if k >= end:
         return
     rp, lp, fl, layers, acts = tables(sim.params)
+    lane_of: Lanes | None = None
     if (layout or layout_for(sim)) == "lanes":
         lane_of = Lanes(fl)
         packed: NeuronPacked = LanePacked(sim, lane_of)
@@ -115,6 +116,7 @@ def advance(sim: Simulation, n_steps: int, recorder: Recorder | None = None,
         packed, segment, lane_args = NeuronPacked(sim), neurons.advance_segment, ()
     else:
         raise ValueError(f"kernel layout {layout!r}: expected 'neurons' or 'lanes'")
+    tabled = sim.params  # the parameters rp, lp, fl hold: each epoch's learning rates (Simulation.params_at)
     patterns = np.ascontiguousarray(sim.patterns, dtype=np.float64)
     targets = np.zeros((len(sim.runs), 1 if sim.targets is None else sim.targets.shape[1], packed.width))
     if sim.targets is not None:
@@ -143,6 +145,11 @@ def advance(sim: Simulation, n_steps: int, recorder: Recorder | None = None,
         if not np.array_equal(r0, patterns[runs, sample_indices(sim, k + 1)]):
             raise RuntimeError("kernel: input schedule disagrees with Simulation.step_inputs")
         order = np.ascontiguousarray(sim.order, dtype=np.int64)
+        if sim.params_at(k + 1) is not tabled:  # a segment never spans an epoch start: one set of rates each
+            tabled = sim.params_at(k + 1)
+            rp, lp, fl = tables(tabled)[:3]
+            if lane_of is not None:
+                rp, lp, fl = lane_of.pack(rp), lane_of.pack(lp), lane_of.pack(fl)
         with compiling():
             segment(*packed.vecs, *packed.mats, packed.r0, packed.r0_LO, packed.hi_rec, packed.counter,
                     packed.mt_key, packed.mt_out, packed.mt_pos, packed.mt_has_gauss, packed.mt_cached,
