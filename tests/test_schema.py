@@ -256,6 +256,32 @@ def test_exponent_scalars_in_experiments() -> None:
         parse_experiment(BASE_YAML.replace("dataset_size: 4", "dataset_size: 1.5e0"))
 
 
+def test_settings_added_later_leave_older_experiments_text_and_identity_alone() -> None:
+    """An experiment written before the learning-rate schedule existed (its text has no eta_decay*) keeps that
+    text, and so the identity its stores carry: they still resume, and ``palmc reproduce`` still reuses them.
+    With a schedule the settings are in the text, and it round-trips."""
+    from palmc.schema.experiment import LATER_SETTINGS
+
+    shipped = Path(__file__).resolve().parents[1] / "experiments" / "fig3abc.yaml"
+    experiment = load_experiment(shipped)
+    older = experiment.to_dict()
+    for section, names in LATER_SETTINGS.items():
+        for name in names:
+            del older[section][name]
+    older_text = dump_yaml(older)  # the text a palmc without these settings wrote for this experiment
+    assert experiment.to_yaml() == older_text
+    assert parse_experiment(older_text).to_yaml() == older_text
+    assert make_plan(parse_experiment(older_text)).experiment_sha256 == make_plan(experiment).experiment_sha256
+
+    data = experiment.to_dict()
+    data["plasticity"].update(eta_decay=0.9, eta_decay_after=3)
+    scheduled = validate_experiment(data)
+    text = scheduled.to_yaml()
+    assert "eta_decay: 0.9" in text and "eta_decay_after: 3" in text and "eta_decay_rates" not in text
+    assert parse_experiment(text) == scheduled
+    assert make_plan(scheduled).experiment_sha256 != make_plan(experiment).experiment_sha256
+
+
 def test_strings_that_look_like_numbers_survive_dumping() -> None:
     text = dump_yaml({"name": "1e6", "x": 1e-5})
     assert read_yaml(text)[0] == {"name": "1e6", "x": 1e-5}

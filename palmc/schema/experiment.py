@@ -835,6 +835,12 @@ def _check_shared_by_all_runs(given: dict[str, Any], shared: dict[str, Any]) -> 
 # --------------------------------------------------------------------------------------------------------------
 
 
+# Settings added after palmc had written stores, left out of an experiment's text (``to_yaml``) at their defaults:
+# an experiment that does not use them keeps the text, and so the identity (``experiment_sha256``), its stores were
+# written with, so they still resume and ``palmc reproduce`` still reuses them.
+LATER_SETTINGS: dict[str, tuple[str, ...]] = {"plasticity": ("eta_decay", "eta_decay_after", "eta_decay_rates")}
+
+
 class Experiment(Section):
     """A palmc experiment: one network and protocol, several student models, each run once per seed."""
 
@@ -1181,8 +1187,15 @@ class Experiment(Section):
         return data
 
     def to_yaml(self) -> str:
-        """The experiment as YAML text with every setting explicit; parsing it gives an equal experiment."""
-        return dump_yaml(self.to_dict())
+        """The experiment as YAML text with every setting explicit, except settings added in later versions while
+        they are at their defaults (``LATER_SETTINGS``); parsing it gives an equal experiment."""
+        data = self.to_dict()
+        for section, names in LATER_SETTINGS.items():
+            defaults = type(self).model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+            for name in names:
+                if data[section][name] == defaults[name].get_default(call_default_factory=True):
+                    del data[section][name]
+        return dump_yaml(data)
 
     @property
     def yaml_text(self) -> str:
