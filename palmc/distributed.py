@@ -155,9 +155,9 @@ def local_processes() -> bool:
     """Whether a LocalCluster's workers are processes (the default, for either engine) or threads of this process.
 
     Processes share nothing. Threads share the GIL, which each batch needs between kernel calls (records, writes,
-    bookkeeping): on Fig. 4's 1-1-1 networks, where those parts are large next to the kernel's, two thread workers
-    took 59-61 s for what two processes did in 43-45 s and one worker in 61 s. Forked processes (Linux) start in a
-    fraction of a second, so threads keep no advantage.
+    bookkeeping): where those parts are large next to the kernel's (Fig. 4's 1-1-1 networks), two thread workers
+    are hardly faster than one (docs/performance.md, "Local workers"). Forked processes (Linux) start in a fraction
+    of a second, so threads keep no advantage.
     ``PALMC_LOCAL_PROCESSES=0`` (or 1) overrides the choice.
     """
     forced = os.environ.get(LOCAL_PROCESSES_ENV)

@@ -1,7 +1,7 @@
 """Kernel code written once and generated in the shapes the compiler needs.
 
 The kernels' per-neuron loops must reach LLVM as straight-line blocks, every load before the stores, or its SLP
-vectoriser gives up (docs/performance.md: folding them into plain loops made Fig3abc 1.5x slower). Written by
+vectoriser gives up (plain loops are much slower: docs/performance.md, "equations.py inlined"). Written by
 hand that meant each statement four (or eight) times, and the pyramidal and interneuron loops twice. Here such a
 block is written once, as a template, and expanded into that code:
 
