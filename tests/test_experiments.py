@@ -18,6 +18,8 @@ def test_shipped_experiment_runs_shortened(path: Path, tmp_path: Path) -> None:
     dt = short["dynamics"]["dt"]
     short["dynamics"].update(Tpres=10 * dt, settling_time=10 * dt)
     short["input"].update(dataset_size=2, epochs=2)
+    if short["input"].get("dataset", {}).get("source") == "yinyang":  # task supervised: a few generated samples
+        short["input"]["dataset"].update(train_size=20, test_size=10)
     short["seeds"] = short["seeds"][:2]
     short["recording"]["every"] = 5
     for axis in (short.get("sweep") or {}).values():  # swept time courses: short ones, still different
