@@ -110,12 +110,17 @@ def advance(sim: Simulation, n_steps: int, recorder: Recorder | None = None,
     if (layout or layout_for(sim)) == "lanes":
         lane_of = Lanes(fl)
         packed: NeuronPacked = LanePacked(sim, lane_of)
-        rp, lp, fl = lane_of.pack(rp), lane_of.pack(lp), lane_of.pack(fl)
         segment, lane_args = lanes.segment_for(sim, layers, acts, specialise), (lane_of.run_of, lane_of.real)
     elif layout in (None, "neurons"):
         packed, segment, lane_args = NeuronPacked(sim), neurons.advance_segment, ()
     else:
         raise ValueError(f"kernel layout {layout!r}: expected 'neurons' or 'lanes'")
+
+    def in_layout(*per_run: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Parameter tables (rp, lp, fl) as the kernel's layout reads them."""
+        return per_run if lane_of is None else tuple(lane_of.pack(table) for table in per_run)
+
+    rp, lp, fl = in_layout(rp, lp, fl)
     tabled = sim.params  # the parameters rp, lp, fl hold: each epoch's learning rates (Simulation.params_at)
     patterns = np.ascontiguousarray(sim.patterns, dtype=np.float64)
     targets = np.zeros((len(sim.runs), 1 if sim.targets is None else sim.targets.shape[1], packed.width))
@@ -145,11 +150,10 @@ def advance(sim: Simulation, n_steps: int, recorder: Recorder | None = None,
         if not np.array_equal(r0, patterns[runs, sample_indices(sim, k + 1)]):
             raise RuntimeError("kernel: input schedule disagrees with Simulation.step_inputs")
         order = np.ascontiguousarray(sim.order, dtype=np.int64)
-        if sim.params_at(k + 1) is not tabled:  # a segment never spans an epoch start: one set of rates each
-            tabled = sim.params_at(k + 1)
-            rp, lp, fl = tables(tabled)[:3]
-            if lane_of is not None:
-                rp, lp, fl = lane_of.pack(rp), lane_of.pack(lp), lane_of.pack(fl)
+        params = sim.params_at(k + 1)
+        if params is not tabled:  # a segment never spans an epoch start: one set of rates each
+            tabled = params
+            rp, lp, fl = in_layout(*tables(params)[:3])
         with compiling():
             segment(*packed.vecs, *packed.mats, packed.r0, packed.r0_LO, packed.hi_rec, packed.counter,
                     packed.mt_key, packed.mt_out, packed.mt_pos, packed.mt_has_gauss, packed.mt_cached,
